@@ -1,0 +1,35 @@
+"""medseg-zoo: a model zoo for 3D medical image segmentation.
+
+```python
+from medseg_zoo import create_model, list_models
+model = create_model("unetr_brats")
+```
+"""
+
+from medseg_zoo import models  # noqa: F401  (registers the zoo's configurations)
+from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
+from medseg_zoo._factory import create_model
+from medseg_zoo._registry import list_models, model_info, register_model
+from medseg_zoo.errors import (
+    InvalidOverrideError,
+    MedsegZooError,
+    PretrainedUnavailableError,
+    UnknownModelError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "InvalidOverrideError",
+    "MedsegZooError",
+    "ModelConfig",
+    "PretrainedUnavailableError",
+    "TaskContract",
+    "UnknownModelError",
+    "WeightSource",
+    "__version__",
+    "create_model",
+    "list_models",
+    "model_info",
+    "register_model",
+]

@@ -1,0 +1,133 @@
+"""The records a registry entry is made of: the task contract, weight sources and the model configuration.
+
+A configuration is written once, in the registry entry of a model file, and travels on the built model as
+`model.pretrained_cfg`; transforms, inference and training read it from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from torch import nn
+
+__all__ = ["ModelConfig", "TaskContract", "WeightSource"]
+
+Activation = Literal["sigmoid", "softmax"]
+
+
+@dataclass(frozen=True)
+class TaskContract:
+    """What a model expects as input and what its outputs mean.
+
+    Attributes:
+        in_channels: Input channel names, in the order the network reads them (e.g. ``("FLAIR", "T1w", ...)``).
+        out_channels: Output names: regions for ``sigmoid`` (may overlap), classes for ``softmax`` (exclusive,
+            background included).
+        activation: ``"sigmoid"`` for overlapping regions, ``"softmax"`` for exclusive classes.
+        roi_size: Spatial size of the patches the network is trained and run on, in voxels.
+        spacing: Target voxel spacing in mm the inputs are resampled to, or ``None`` to keep the input's.
+        orientation: Axis codes the inputs are reoriented to (nibabel/MONAI convention, e.g. ``"RAS"``).
+        normalization: Intensity normalisation, e.g. ``"zscore_nonzero_channelwise"`` or ``"none"``.
+        label_scheme: Name of the label scheme (data set edition) the outputs map to, or ``None``.
+    """
+
+    in_channels: tuple[str, ...]
+    out_channels: tuple[str, ...]
+    activation: Activation
+    roi_size: tuple[int, int, int]
+    spacing: tuple[float, float, float] | None = None
+    orientation: str = "RAS"
+    normalization: str = "zscore_nonzero_channelwise"
+    label_scheme: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.activation not in ("sigmoid", "softmax"):
+            raise ValueError(f"activation must be 'sigmoid' or 'softmax', got {self.activation!r}")
+        if len(self.roi_size) != 3 or any(int(s) <= 0 for s in self.roi_size):
+            raise ValueError(f"roi_size must be three positive integers, got {self.roi_size!r}")
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """One place a configuration's weights are published.
+
+    Attributes:
+        repo_id: Hugging Face Hub repository (``"org/name"``) holding the safetensors file.
+        filename: File inside the repository.
+        revision: Pinned commit, or ``None`` while the repository is not published yet.
+        sha256: Expected digest of the file, or ``None`` where it is not known yet.
+        recipe: How the weights are (or will be) trained, shown when they are not published.
+    """
+
+    repo_id: str
+    filename: str = "model.safetensors"
+    revision: str | None = None
+    sha256: str | None = None
+    recipe: str = ""
+
+    @property
+    def published(self) -> bool:
+        """Whether the weights can be downloaded (a revision is pinned)."""
+        return self.revision is not None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A complete, named model configuration: architecture, constructor arguments and task contract.
+
+    Attributes:
+        name: Registry name, e.g. ``"unetr_brats"``.
+        builder: Class (or function) that builds the network; it takes ``in_channels`` and ``out_channels``.
+        model_args: Constructor arguments other than the channel counts (and the roi, see ``roi_arg``).
+        contract: The task contract. ``None`` for generic architecture names, whose channels the caller gives.
+        roi_arg: Name of the constructor argument that receives ``contract.roi_size`` (``None`` when the
+            architecture works on any size).
+        default_roi: Roi of a generic name, used when the caller gives no contract.
+        weights: Published (or planned) weight sources.
+        license: License of the weights.
+        paper: Reference for the architecture or the weights.
+        metrics: Reported results, e.g. ``{"mean_dice": 0.769}``, with the data they were measured on.
+        notes: Where the contract comes from, caveats.
+        tiny_args: Constructor arguments that shrink the network for fast tests (roi included, via ``roi_arg``).
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    model_args: Mapping[str, Any] = field(default_factory=dict)
+    contract: TaskContract | None = None
+    roi_arg: str | None = None
+    default_roi: tuple[int, int, int] = (96, 96, 96)
+    weights: tuple[WeightSource, ...] = ()
+    license: str = ""
+    paper: str = ""
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    notes: str = ""
+    tiny_args: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def architecture(self) -> str:
+        """Qualified name of the builder, e.g. ``"medseg_zoo.models.unetr.UNETR"``."""
+        return f"{self.builder.__module__}.{self.builder.__qualname__}"
+
+    @property
+    def has_weights(self) -> bool:
+        """Whether at least one weight source is published."""
+        return any(w.published for w in self.weights)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable view (the builder by its qualified name)."""
+        skip = {"builder", "tiny_args"}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        out["architecture"] = self.architecture
+        out["contract"] = dataclasses.asdict(self.contract) if self.contract else None
+        out["weights"] = [dataclasses.asdict(w) for w in self.weights]
+        out["model_args"] = dict(self.model_args)
+        out["metrics"] = dict(self.metrics)
+        return out

@@ -1,0 +1,31 @@
+"""Reusable 3D building blocks, each used by a zoo model. Tensor shapes are given in each docstring."""
+
+from medseg_zoo.layers.attention import Attention
+from medseg_zoo.layers.conv_blocks import (
+    ConvNormAct,
+    PointwiseConv3d,
+    ResBlock,
+    UnetrSkipBlock,
+    UnetrUpBlock,
+    UpConv3d,
+    conv3d,
+)
+from medseg_zoo.layers.norms import NORM_NAMES, get_norm
+from medseg_zoo.layers.patch_embed import PatchEmbed3d
+from medseg_zoo.layers.transformer import TransformerBlock, TransformerEncoder
+
+__all__ = [
+    "NORM_NAMES",
+    "Attention",
+    "ConvNormAct",
+    "PatchEmbed3d",
+    "PointwiseConv3d",
+    "ResBlock",
+    "TransformerBlock",
+    "TransformerEncoder",
+    "UnetrSkipBlock",
+    "UnetrUpBlock",
+    "UpConv3d",
+    "conv3d",
+    "get_norm",
+]

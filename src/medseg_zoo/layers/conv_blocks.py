@@ -1,0 +1,232 @@
+"""Convolution blocks for 3D encoders and decoders.
+
+Every tensor is ``(B, C, D, H, W)``. Pointwise (1x1x1) convolutions and non-overlapping transposed convolutions
+(kernel == stride) are computed as matrix products: on CPU, oneDNN runs them several times slower than the
+equivalent GEMM (see ``docs/benchmarks.md``). Parameters keep the torch layouts, so state dicts are unchanged.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from medseg_zoo.layers.norms import get_norm
+
+__all__ = ["ConvNormAct", "PointwiseConv3d", "ResBlock", "UnetrSkipBlock", "UnetrUpBlock", "UpConv3d", "conv3d"]
+
+ActFactory = Callable[[], nn.Module]
+
+
+def _leaky_relu() -> nn.Module:
+    return nn.LeakyReLU(negative_slope=0.01, inplace=True)
+
+
+class PointwiseConv3d(nn.Conv3d):
+    """A 1x1x1 convolution computed as a matrix product over channels.
+
+    Shapes: ``(B, C_in, D, H, W) -> (B, C_out, D, H, W)``. Same parameters as ``nn.Conv3d(kernel_size=1)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, *spatial = x.shape
+        y = torch.matmul(self.weight.flatten(1), x.flatten(2))
+        if self.bias is not None:
+            y = y + self.bias[:, None]
+        return y.view(b, self.out_channels, *spatial)
+
+
+def conv3d(in_channels: int, out_channels: int, kernel_size: int = 3, *, stride: int = 1, bias: bool = True) -> nn.Conv3d:
+    """A 'same'-padded 3D convolution; pointwise ones use :class:`PointwiseConv3d`."""
+    if kernel_size == 1 and stride == 1:
+        return PointwiseConv3d(in_channels, out_channels, bias=bias)
+    return nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=bias)
+
+
+class UpConv3d(nn.ConvTranspose3d):
+    """Transposed convolution with kernel == stride (no overlap): each voxel becomes a ``s x s x s`` block.
+
+    Shapes: ``(B, C_in, D, H, W) -> (B, C_out, s*D, s*H, s*W)``. Same parameters as
+    ``nn.ConvTranspose3d(kernel_size=s, stride=s)``; computed as one matrix product and a reshape.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, scale: int = 2, *, bias: bool = False) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=scale, stride=scale, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.stride[0]
+        d, h, w = x.shape[2:]
+        # weight: (C_in, C_out, s, s, s) -> (C_out * s^3, C_in)
+        y = torch.matmul(self.weight.flatten(1).t(), x.flatten(2))
+        y = rearrange(y, "b (o i j k) (d h w) -> b o (d i) (h j) (w k)", i=s, j=s, k=s, d=d, h=h, w=w)
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1, 1)
+        return y
+
+
+class ConvNormAct(nn.Sequential):
+    """Convolution, normalisation, then an optional activation.
+
+    Shapes: ``(B, C_in, D, H, W) -> (B, C_out, D/stride, H/stride, W/stride)``.
+
+    Args:
+        in_channels: ``C_in``.
+        out_channels: ``C_out``.
+        kernel_size: Cubic kernel size; padding keeps the size ('same').
+        stride: Convolution stride.
+        norm: Normalisation name, see :func:`medseg_zoo.layers.get_norm`.
+        act: Activation factory, or ``None`` for none.
+        bias: Convolution bias (redundant before a normalisation; kept where checkpoints have it).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        *,
+        stride: int = 1,
+        norm: str = "instance",
+        act: ActFactory | None = _leaky_relu,
+        bias: bool = False,
+    ) -> None:
+        layers = OrderedDict(
+            conv=conv3d(in_channels, out_channels, kernel_size, stride=stride, bias=bias),
+            norm=get_norm(norm, out_channels),
+        )
+        if act is not None:
+            layers["act"] = act()
+        super().__init__(layers)
+
+
+class ResBlock(nn.Module):
+    """Two conv-norm stages with a residual connection, then the activation (nnU-Net/MONAI ``UnetResBlock``).
+
+    Shapes: ``(B, C_in, D, H, W) -> (B, C_out, D, H, W)``. The shortcut is the identity when ``C_in == C_out``
+    and a 1x1x1 conv-norm otherwise. With ``residual=False`` it is a plain conv-norm-act, conv-norm-act block
+    (MONAI ``UnetBasicBlock``).
+
+    Args:
+        in_channels: ``C_in``.
+        out_channels: ``C_out``.
+        kernel_size: Kernel size of both convolutions.
+        norm: Normalisation name.
+        act: Activation factory.
+        bias: Convolution bias.
+        residual: Add the shortcut before the final activation.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        *,
+        norm: str = "instance",
+        act: ActFactory = _leaky_relu,
+        bias: bool = False,
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        self.conv1 = ConvNormAct(in_channels, out_channels, kernel_size, norm=norm, act=act, bias=bias)
+        self.conv2 = ConvNormAct(out_channels, out_channels, kernel_size, norm=norm, act=None, bias=bias)
+        self.residual = residual
+        self.shortcut = (
+            ConvNormAct(in_channels, out_channels, 1, norm=norm, act=None, bias=bias)
+            if residual and in_channels != out_channels
+            else None
+        )
+        self.act = act()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv2(self.conv1(x))
+        if self.residual:
+            y = y + (x if self.shortcut is None else self.shortcut(x))
+        return self.act(y)
+
+
+class UnetrSkipBlock(nn.Module):
+    """Projects transformer features of an intermediate layer up to a decoder resolution (UNETR's skip path).
+
+    Shapes: ``(B, C_in, D, H, W) -> (B, C_out, 2^n D, 2^n H, 2^n W)`` with ``n = num_upsamples``. The first
+    upsampling changes the channels; each further one is optionally refined by a :class:`ResBlock` (MONAI's
+    ``conv_block=True``; self-attention-cv's UNETR chains bare transposed convolutions).
+
+    Args:
+        in_channels: Transformer width.
+        out_channels: Channels of the decoder stage this skip feeds.
+        num_upsamples: Number of 2x upsamplings.
+        conv_block: Refine after every upsampling but the first.
+        norm: Normalisation of the refinement blocks.
+        bias: Convolution bias of the refinement blocks.
+        residual: Residual refinement blocks (else plain double conv).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        num_upsamples: int,
+        *,
+        conv_block: bool = True,
+        norm: str = "instance",
+        bias: bool = False,
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        self.ups = nn.ModuleList(
+            [UpConv3d(in_channels if i == 0 else out_channels, out_channels) for i in range(num_upsamples)]
+        )
+        self.refines = nn.ModuleList(
+            [
+                ResBlock(out_channels, out_channels, norm=norm, bias=bias, residual=residual)
+                for _ in range(num_upsamples - 1 if conv_block else 0)
+            ]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.ups[0](x)
+        for i, up in enumerate(self.ups[1:]):
+            x = up(x)
+            if self.refines:
+                x = self.refines[i](x)
+        return x
+
+
+class UnetrUpBlock(nn.Module):
+    """Decoder stage: 2x transposed-conv upsampling, concatenation with the skip, then a :class:`ResBlock`.
+
+    Shapes: ``x (B, C_in, D, H, W)``, ``skip (B, C_skip, 2D, 2H, 2W) -> (B, C_out, 2D, 2H, 2W)``.
+
+    Args:
+        in_channels: ``C_in``.
+        out_channels: ``C_out``, also the channels of the upsampled tensor.
+        skip_channels: ``C_skip``; defaults to ``out_channels``.
+        norm: Normalisation name.
+        bias: Convolution bias of the residual block.
+        residual: Residual block (else plain double conv).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        skip_channels: int | None = None,
+        *,
+        norm: str = "instance",
+        bias: bool = False,
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        skip_channels = out_channels if skip_channels is None else skip_channels
+        self.up = UpConv3d(in_channels, out_channels)
+        self.conv = ResBlock(out_channels + skip_channels, out_channels, norm=norm, bias=bias, residual=residual)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat([self.up(x), skip], dim=1))

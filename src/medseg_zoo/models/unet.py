@@ -1,0 +1,51 @@
+"""The residual U-Net baseline: MONAI's ``UNet`` registered with named configurations.
+
+MONAI already implements this conv network well, so the zoo registers its class instead of re-writing it.
+"""
+
+from __future__ import annotations
+
+from monai.networks.nets import UNet
+
+from medseg_zoo._contract import ModelConfig, WeightSource
+from medseg_zoo._registry import register_model
+from medseg_zoo.models.unetr import BRATS_MSD_CONTRACT
+
+__all__: list[str] = []
+
+_PAPER = "Kerfoot et al., Left-Ventricle Quantification Using Residual U-Net, STACOM 2018 (MONAI UNet)"
+_ARGS = {"spatial_dims": 3, "channels": (16, 32, 64, 128, 256), "strides": (2, 2, 2, 2), "num_res_units": 2}
+_TINY = {"channels": (4, 8, 16), "strides": (2, 2), "num_res_units": 1}
+
+register_model(
+    ModelConfig(
+        name="unet_brats",
+        builder=UNet,
+        model_args=_ARGS,
+        contract=BRATS_MSD_CONTRACT,
+        weights=(
+            WeightSource(
+                repo_id="medseg-zoo/unet_brats",
+                recipe="medseg-zoo train unet_brats on MSD Task01_BrainTumour (the seed tutorial's recipe)",
+            ),
+        ),
+        license="Apache-2.0",
+        paper=_PAPER,
+        metrics={"mean_dice": 0.766, "data": "seed tutorial, MSD Task01 validation split, labels mapped with monai_tutorial"},
+        notes="The seed tutorial's baseline: monai UNet(3, 4, 3, channels=(16, 32, 64, 128, 256), "
+        "strides=(2, 2, 2, 2), num_res_units=2).",
+        tiny_args=_TINY,
+    )
+)
+
+register_model(
+    ModelConfig(
+        name="unet",
+        builder=UNet,
+        model_args=_ARGS,
+        default_roi=(96, 96, 96),
+        paper=_PAPER,
+        notes="Generic MONAI residual UNet; give in_channels and out_channels.",
+        tiny_args=_TINY,
+    )
+)
