@@ -14,7 +14,7 @@ from torch import nn
 
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._registry import register_model
-from medseg_zoo.layers import PatchEmbed3d, ResBlock, TransformerEncoder, UnetrSkipBlock, UnetrUpBlock
+from medseg_zoo.layers import PatchEmbed3d, ResBlock, TransformerEncoder, UnetrSkipBlock, UnetrUpBlock, conv3d
 
 __all__ = ["UNETR"]
 
@@ -115,7 +115,7 @@ class UNETR(nn.Module):
                 UnetrUpBlock(f * 2, f, **conv),
             ]
         )
-        self.head = nn.Conv3d(f, out_channels, kernel_size=1)
+        self.head = conv3d(f, out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d, h, w = (s // PATCH_SIZE for s in x.shape[2:])
