@@ -1,0 +1,57 @@
+"""Given the same weights, unetr_brats reproduces self-attention-cv 1.2.3's UNETR."""
+
+import pytest
+import torch
+from self_attention_cv import UNETR as SourceUNETR
+
+import medseg_zoo as mz
+from medseg_zoo.convert import ConversionError
+from medseg_zoo.convert.self_attention_cv import convert_unetr
+
+ROI = (32, 32, 16)
+
+
+@pytest.fixture(scope="module")
+def source():
+    torch.manual_seed(1)
+    # The seed's configuration at a tiny roi; weights randomised so every layer matters.
+    model = SourceUNETR(img_shape=ROI, input_dim=4, output_dim=3, embed_dim=512, patch_size=16, num_heads=10,
+                        dim_linear_block=2048)
+    return model.eval()
+
+
+def test_outputs_equal(source):
+    model = mz.create_model("unetr_brats", img_size=ROI).eval()
+    model.load_state_dict(convert_unetr(source.state_dict(), num_heads=10), strict=True)
+    x = torch.randn(2, 4, *ROI)
+    with torch.no_grad():
+        diff = (model(x) - source(x)).abs().max().item()
+    assert diff <= 1e-4
+
+
+def test_parameter_count_matches_the_source(source):
+    model = mz.create_model("unetr_brats", img_size=ROI)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in source.parameters())
+
+
+def test_batch_norm_variant_converts_running_stats():
+    torch.manual_seed(2)
+    src = SourceUNETR(img_shape=ROI, input_dim=4, output_dim=3, embed_dim=64, num_heads=4, dim_linear_block=128,
+                      norm="batch").eval()
+    for m in src.modules():  # non-trivial running statistics
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    model = mz.create_model("unetr_brats", img_size=ROI, hidden_size=64, num_heads=4, dim_head=16, mlp_dim=128,
+                            norm_name="batch").eval()
+    model.load_state_dict(convert_unetr(src.state_dict(), num_heads=4), strict=True)
+    x = torch.randn(1, 4, *ROI)
+    with torch.no_grad():
+        assert (model(x) - src(x)).abs().max().item() <= 1e-4
+
+
+def test_unknown_keys_are_refused(source):
+    state = dict(source.state_dict())
+    state["extra.weight"] = torch.zeros(1)
+    with pytest.raises(ConversionError, match=r"self-attention-cv UNETR: 1 key\(s\) not understood .*extra\.weight"):
+        convert_unetr(state, num_heads=10)
