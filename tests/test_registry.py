@@ -26,7 +26,9 @@ def test_unknown_override_lists_valid_arguments():
 
 
 def test_generic_name_requires_channels():
-    with pytest.raises(InvalidOverrideError, match=r"unetr is a generic architecture: give in_channels and out_channels"):
+    with pytest.raises(
+        InvalidOverrideError, match=r"unetr is a generic architecture: give in_channels and out_channels"
+    ):
         mz.create_model("unetr")
     with pytest.raises(InvalidOverrideError, match=r"give out_channels"):
         mz.create_model("unet", in_channels=1)
@@ -112,8 +114,9 @@ def test_user_registered_model():
         name="test_user_unetr",
         builder=UNETR,
         model_args={k: v for k, v in TINY_UNETR.items() if k != "img_size"},
-        contract=mz.TaskContract(in_channels=("T1",), out_channels=("bg", "fg"), activation="softmax",
-                                 roi_size=(32, 32, 16)),
+        contract=mz.TaskContract(
+            in_channels=("T1",), out_channels=("bg", "fg"), activation="softmax", roi_size=(32, 32, 16)
+        ),
         roi_arg="img_size",
     )
     mz.register_model(cfg)

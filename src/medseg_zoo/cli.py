@@ -42,7 +42,7 @@ def model_table(pattern: str = "*", pretrained: bool = False) -> str:
         weights = "published" if cfg.has_weights else ("planned" if cfg.weights else "-")
         rows.append((name, io, roi, f"{_count_parameters(name) / 1e6:.1f}M", weights))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def _list(args: argparse.Namespace) -> None:
@@ -72,8 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'unetr*'")
     p.add_argument("--pretrained", action="store_true", help="only models with published weights")
     p.set_defaults(func=_list)
-    p = sub.add_parser("info", help="show a model's configuration and task contract as JSON",
-                       epilog="Example: medseg-zoo info unetr_brats")
+    p = sub.add_parser(
+        "info",
+        help="show a model's configuration and task contract as JSON",
+        epilog="Example: medseg-zoo info unetr_brats",
+    )
     p.add_argument("name")
     p.set_defaults(func=_info)
     p = sub.add_parser("demo", help="run the offline demo on synthetic data")

@@ -15,8 +15,15 @@ ROI = (32, 32, 16)
 def source():
     torch.manual_seed(1)
     # The seed's configuration at a tiny roi; weights randomised so every layer matters.
-    model = SourceUNETR(img_shape=ROI, input_dim=4, output_dim=3, embed_dim=512, patch_size=16, num_heads=10,
-                        dim_linear_block=2048)
+    model = SourceUNETR(
+        img_shape=ROI,
+        input_dim=4,
+        output_dim=3,
+        embed_dim=512,
+        patch_size=16,
+        num_heads=10,
+        dim_linear_block=2048,
+    )
     return model.eval()
 
 
@@ -36,14 +43,22 @@ def test_parameter_count_matches_the_source(source):
 
 def test_batch_norm_variant_converts_running_stats():
     torch.manual_seed(2)
-    src = SourceUNETR(img_shape=ROI, input_dim=4, output_dim=3, embed_dim=64, num_heads=4, dim_linear_block=128,
-                      norm="batch").eval()
+    src = SourceUNETR(
+        img_shape=ROI,
+        input_dim=4,
+        output_dim=3,
+        embed_dim=64,
+        num_heads=4,
+        dim_linear_block=128,
+        norm="batch",
+    ).eval()
     for m in src.modules():  # non-trivial running statistics
         if isinstance(m, torch.nn.BatchNorm3d):
             m.running_mean.uniform_(-1, 1)
             m.running_var.uniform_(0.5, 2)
-    model = mz.create_model("unetr_brats", img_size=ROI, hidden_size=64, num_heads=4, dim_head=16, mlp_dim=128,
-                            norm_name="batch").eval()
+    model = mz.create_model(
+        "unetr_brats", img_size=ROI, hidden_size=64, num_heads=4, dim_head=16, mlp_dim=128, norm_name="batch"
+    ).eval()
     model.load_state_dict(convert_unetr(src.state_dict(), num_heads=4), strict=True)
     x = torch.randn(1, 4, *ROI)
     with torch.no_grad():

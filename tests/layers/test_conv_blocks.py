@@ -2,7 +2,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medseg_zoo.layers import ConvNormAct, PointwiseConv3d, ResBlock, UnetrSkipBlock, UnetrUpBlock, UpConv3d, get_norm
+from medseg_zoo.layers import (
+    ConvNormAct,
+    PointwiseConv3d,
+    ResBlock,
+    UnetrSkipBlock,
+    UnetrUpBlock,
+    UpConv3d,
+    get_norm,
+)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -62,7 +70,11 @@ def test_skip_block_refines_only_with_conv_block():
 def test_res_block_state_dict_is_flat():
     keys = set(ResBlock(3, 8, bias=True, norm="batch").state_dict())
     assert "conv1.conv.weight" in keys and "shortcut.norm.running_mean" in keys
-    assert set(ResBlock(3, 8).state_dict()) == {"conv1.conv.weight", "conv2.conv.weight", "shortcut.conv.weight"}
+    assert set(ResBlock(3, 8).state_dict()) == {
+        "conv1.conv.weight",
+        "conv2.conv.weight",
+        "shortcut.conv.weight",
+    }
 
 
 @pytest.mark.parametrize("name", ["instance", "batch", "group", "layer"])

@@ -45,7 +45,7 @@ def test_encoder_returns_chosen_layers_and_norms_the_last():
 
 @pytest.mark.parametrize("out_layers", [(3, 1), (0, 2), (2, 5), ()])
 def test_encoder_rejects_bad_layers(out_layers):
-    with pytest.raises(ValueError, match="out_layers must be increasing block numbers in 1..4"):
+    with pytest.raises(ValueError, match=r"out_layers must be increasing block numbers in 1\.\.4"):
         TransformerEncoder(4, 16, 4, 32, out_layers=out_layers)
 
 

@@ -11,12 +11,23 @@ TINY = {"feature_size": 4, "hidden_size": 32, "mlp_dim": 64, "num_heads": 4}
     [
         ({"img_size": (32, 32, 16)}, (1, 4, 32, 32, 16), (1, 3, 32, 32, 16)),  # roi as configured
         ({"img_size": (32, 32, 32)}, (2, 4, 32, 32, 32), (2, 3, 32, 32, 32)),  # batch of two
-        ({"img_size": (32, 32, 16)}, (1, 4, 48, 32, 32), (1, 3, 48, 32, 32)),  # other roi: position embedding resized
+        (
+            {"img_size": (32, 32, 16)},
+            (1, 4, 48, 32, 32),
+            (1, 3, 48, 32, 32),
+        ),  # other roi: position embedding resized
         ({"img_size": (16, 16, 16), "proj_type": "perceptron"}, (1, 4, 16, 16, 16), (1, 3, 16, 16, 16)),
-        ({"img_size": (32, 32, 16), "conv_block": False, "res_block": False}, (1, 4, 32, 32, 16), (1, 3, 32, 32, 16)),
+        (
+            {"img_size": (32, 32, 16), "conv_block": False, "res_block": False},
+            (1, 4, 32, 32, 16),
+            (1, 3, 32, 32, 16),
+        ),
         ({"img_size": (32, 32, 16), "norm_name": "batch"}, (2, 4, 32, 32, 16), (2, 3, 32, 32, 16)),
-        ({"img_size": (32, 32, 16), "dim_head": 5, "num_layers": 4, "skip_layers": (1, 2, 3, 4)}, (1, 4, 32, 32, 16),
-         (1, 3, 32, 32, 16)),  # head width independent of the embedding, shallower encoder
+        (
+            {"img_size": (32, 32, 16), "dim_head": 5, "num_layers": 4, "skip_layers": (1, 2, 3, 4)},
+            (1, 4, 32, 32, 16),
+            (1, 3, 32, 32, 16),
+        ),  # head width independent of the embedding, shallower encoder
     ],
 )
 def test_shapes(args, input_shape, output_shape):

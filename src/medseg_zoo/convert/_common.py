@@ -16,9 +16,7 @@ class ConversionError(ValueError):
     """A checkpoint that does not have the layout the converter expects."""
 
 
-def map_keys(
-    state_dict: Mapping[str, torch.Tensor], rules: Iterable[Rule], *, source: str
-) -> dict[str, torch.Tensor]:
+def map_keys(state_dict: Mapping[str, torch.Tensor], rules: Iterable[Rule], *, source: str) -> dict[str, torch.Tensor]:
     """Rename every key of ``state_dict`` by the first rule whose regex matches it in full.
 
     A rule's target is a ``re.Match.expand`` template, or a function of the match returning the new key or

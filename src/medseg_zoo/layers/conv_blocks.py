@@ -16,7 +16,15 @@ from torch import nn
 
 from medseg_zoo.layers.norms import get_norm
 
-__all__ = ["ConvNormAct", "PointwiseConv3d", "ResBlock", "UnetrSkipBlock", "UnetrUpBlock", "UpConv3d", "conv3d"]
+__all__ = [
+    "ConvNormAct",
+    "PointwiseConv3d",
+    "ResBlock",
+    "UnetrSkipBlock",
+    "UnetrUpBlock",
+    "UpConv3d",
+    "conv3d",
+]
 
 ActFactory = Callable[[], nn.Module]
 
@@ -42,7 +50,9 @@ class PointwiseConv3d(nn.Conv3d):
         return y.view(b, self.out_channels, *spatial)
 
 
-def conv3d(in_channels: int, out_channels: int, kernel_size: int = 3, *, stride: int = 1, bias: bool = True) -> nn.Conv3d:
+def conv3d(
+    in_channels: int, out_channels: int, kernel_size: int = 3, *, stride: int = 1, bias: bool = True
+) -> nn.Conv3d:
     """A 'same'-padded 3D convolution; pointwise ones use :class:`PointwiseConv3d`."""
     if kernel_size == 1 and stride == 1:
         return PointwiseConv3d(in_channels, out_channels, bias=bias)

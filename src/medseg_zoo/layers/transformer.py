@@ -89,12 +89,14 @@ class TransformerEncoder(nn.Module):
     ) -> None:
         super().__init__()
         out_layers = tuple(out_layers)
-        if list(out_layers) != sorted(set(out_layers)) or not out_layers or not 1 <= out_layers[0] <= out_layers[-1] <= depth:
+        if (
+            list(out_layers) != sorted(set(out_layers))
+            or not out_layers
+            or not 1 <= out_layers[0] <= out_layers[-1] <= depth
+        ):
             raise ValueError(f"out_layers must be increasing block numbers in 1..{depth}, got {out_layers}")
         self.out_layers = out_layers
-        self.blocks = nn.ModuleList(
-            [TransformerBlock(dim, num_heads, mlp_dim, **block_kwargs) for _ in range(depth)]
-        )
+        self.blocks = nn.ModuleList([TransformerBlock(dim, num_heads, mlp_dim, **block_kwargs) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim) if final_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -31,7 +31,10 @@ register_model(
         ),
         license="Apache-2.0",
         paper=_PAPER,
-        metrics={"mean_dice": 0.766, "data": "seed tutorial, MSD Task01 validation split, labels mapped with monai_tutorial"},
+        metrics={
+            "mean_dice": 0.766,
+            "data": "seed tutorial, MSD Task01 validation split, labels mapped with monai_tutorial",
+        },
         notes="The seed tutorial's baseline: monai UNet(3, 4, 3, channels=(16, 32, 64, 128, 256), "
         "strides=(2, 2, 2, 2), num_res_units=2).",
         tiny_args=_TINY,

@@ -83,7 +83,13 @@ class UNETR(nn.Module):
                 f"skip_layers must name four blocks ending with the last one ({num_layers}), got {tuple(skip_layers)}"
             )
         self.patch_embed = PatchEmbed3d(
-            in_channels, hidden_size, img_size, PATCH_SIZE, proj_type=proj_type, bias=patch_bias, dropout=dropout_rate
+            in_channels,
+            hidden_size,
+            img_size,
+            PATCH_SIZE,
+            proj_type=proj_type,
+            bias=patch_bias,
+            dropout=dropout_rate,
         )
         self.encoder = TransformerEncoder(
             num_layers,
@@ -175,7 +181,10 @@ register_model(
         ),
         license="Apache-2.0",
         paper=_PAPER,
-        metrics={"mean_dice": 0.769, "data": "seed tutorial, MSD Task01 validation split, labels mapped with monai_tutorial"},
+        metrics={
+            "mean_dice": 0.769,
+            "data": "seed tutorial, MSD Task01 validation split, labels mapped with monai_tutorial",
+        },
         notes="Architecture of self-attention-cv 1.2.3 UNETR(embed_dim=512, num_heads=10, "
         "dim_linear_block=2048): bias-free attention and patch projection, skips after blocks 3/6/9/12, "
         "bare transposed-conv skip paths, no final LayerNorm.",
@@ -198,7 +207,10 @@ register_model(
         ),
         license="Apache-2.0",
         paper=_PAPER,
-        metrics={"mean_dice": 0.761, "data": "seed tutorial, MSD Task01 validation split, labels mapped with monai_tutorial"},
+        metrics={
+            "mean_dice": 0.761,
+            "data": "seed tutorial, MSD Task01 validation split, labels mapped with monai_tutorial",
+        },
         notes="monai.networks.nets.UNETR defaults (hidden 768, 12 heads, MLP 3072, feature size 16, "
         "conv_block and res_block true, LayerNorm on the last hidden state).",
         tiny_args=_TINY,

@@ -1,0 +1,43 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from medseg_zoo.cli import main
+
+
+def test_list(capsys):
+    assert main(["list", "unetr*"]) == 0
+    out = capsys.readouterr().out
+    assert "unetr_brats" in out and "49.7M" in out and "FLAIR,T1w,T1gd,T2w -> TC,WT,ET (sigmoid)" in out
+    assert "unet_brats" not in out
+
+
+def test_list_pretrained_lists_only_published(capsys):
+    assert main(["list", "--pretrained"]) == 0
+    assert "unetr_brats" not in capsys.readouterr().out
+
+
+def test_info(capsys):
+    assert main(["info", "unetr_brats"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["parameters"] == 49_667_123
+    assert info["contract"]["label_scheme"] == "msd_task01"
+
+
+def test_unknown_model_exits_2_with_a_hint(capsys):
+    assert main(["info", "unetr_bratz"]) == 2
+    assert "Did you mean 'unetr_brats'" in capsys.readouterr().err
+
+
+def test_demo_says_it_is_not_built_and_lists_models(capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "not built yet" in out and "unetr_monai" in out
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).parent / "medseg-zoo"
+    assert exe.exists(), f"the medseg-zoo console script is not installed at {exe}"
+    result = subprocess.run([str(exe), "list", "unet"], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines()[1].startswith("unet ")
