@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from timm.layers import DropPath, Mlp
@@ -85,7 +86,7 @@ class TransformerEncoder(nn.Module):
         *,
         out_layers: Sequence[int],
         final_norm: bool = False,
-        **block_kwargs,
+        **block_kwargs: Any,
     ) -> None:
         super().__init__()
         out_layers = tuple(out_layers)
