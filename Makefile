@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/medseg-zoo demo
 
 bench: $(STAMP)
+	$(PY) benchmarks/bench_layers.py --output docs/benchmarks.md
 	$(PY) benchmarks/bench_unetr.py --output docs/benchmarks.md
 
 docs: $(DOCS_STAMP)

@@ -1,8 +1,8 @@
 """Convolution blocks for 3D encoders and decoders.
 
-Every tensor is ``(B, C, D, H, W)``. Pointwise (1x1x1) convolutions and non-overlapping transposed convolutions
-(kernel == stride) are computed as matrix products: on CPU, oneDNN runs them several times slower than the
-equivalent GEMM (see ``docs/benchmarks.md``). Parameters keep the torch layouts, so state dicts are unchanged.
+Every tensor is ``(B, C, D, H, W)``. Pointwise (1x1x1) convolutions are computed as matrix products over the
+channel axis: on CPU, oneDNN runs them 1.5-3x slower than the equivalent GEMM (see ``docs/benchmarks.md``).
+Parameters keep the torch layouts, so state dicts are unchanged.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
-from einops import rearrange
 from torch import nn
 
 from medseg_zoo.layers.norms import get_norm
@@ -62,22 +61,11 @@ def conv3d(
 class UpConv3d(nn.ConvTranspose3d):
     """Transposed convolution with kernel == stride (no overlap): each voxel becomes a ``s x s x s`` block.
 
-    Shapes: ``(B, C_in, D, H, W) -> (B, C_out, s*D, s*H, s*W)``. Same parameters as
-    ``nn.ConvTranspose3d(kernel_size=s, stride=s)``; computed as one matrix product and a reshape.
+    Shapes: ``(B, C_in, D, H, W) -> (B, C_out, s*D, s*H, s*W)``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, scale: int = 2, *, bias: bool = False) -> None:
         super().__init__(in_channels, out_channels, kernel_size=scale, stride=scale, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.stride[0]
-        d, h, w = x.shape[2:]
-        # weight: (C_in, C_out, s, s, s) -> (C_out * s^3, C_in)
-        y = torch.matmul(self.weight.flatten(1).t(), x.flatten(2))
-        y = rearrange(y, "b (o i j k) (d h w) -> b o (d i) (h j) (w k)", i=s, j=s, k=s, d=d, h=h, w=w)
-        if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1, 1)
-        return y
 
 
 class ConvNormAct(nn.Sequential):

@@ -70,10 +70,8 @@ class PatchEmbed3d(nn.Module):
                 f"{tuple(x.shape)}; pad the volume to {padded} (or crop it)"
             )
         grid = tuple(s // p for s in x.shape[2:])
-        # Both projections are one matrix product over flattened patches; oneDNN's strided 3D conv is slower.
         if self.proj_type == "conv":
-            patches = rearrange(x, "b c (d i) (h j) (w k) -> b (d h w) (c i j k)", i=p, j=p, k=p)
-            tokens = F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)
+            tokens = self.proj(x).flatten(2).transpose(1, 2)
         else:
             patches = rearrange(x, "b c (d i) (h j) (w k) -> b (d h w) (i j k c)", i=p, j=p, k=p)
             tokens = self.proj(patches)
