@@ -1,0 +1,266 @@
+"""Label schemes per data-set edition, and exact conversions between label maps and output channels.
+
+A scheme with ``regions`` describes overlapping regions predicted with a sigmoid (BraTS: TC, WT, ET); a scheme
+without describes exclusive classes predicted with a softmax (one channel per label, background included).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import MapTransform
+
+__all__ = [
+    "LabelScheme",
+    "LabelsToRegionsd",
+    "RegionsToLabelsd",
+    "get_scheme",
+    "labels_to_regions",
+    "list_schemes",
+    "regions_to_labels",
+    "scheme_from_dataset_json",
+]
+
+Array = np.ndarray | torch.Tensor
+
+
+@dataclass(frozen=True)
+class LabelScheme:
+    """The label values of a data-set edition and, for region schemes, the regions built from them.
+
+    Attributes:
+        name: Scheme name, e.g. ``"msd_task01"``.
+        edition: The data set and edition the values come from.
+        labels: Label value -> name, background (0) included.
+        regions: Region name -> the label values it unites, in output-channel order; ``None`` for exclusive
+            classes.
+    """
+
+    name: str
+    edition: str
+    labels: Mapping[int, str]
+    regions: Mapping[str, tuple[int, ...]] | None = None
+
+    def __post_init__(self) -> None:
+        if 0 not in self.labels:
+            raise ValueError(f"label scheme {self.name!r}: labels must include 0 (background), got {dict(self.labels)}")
+        if self.regions is None:
+            return
+        unknown = {v for values in self.regions.values() for v in values} - set(self.labels)
+        if unknown:
+            raise ValueError(f"label scheme {self.name!r}: regions use values {sorted(unknown)} not in its labels")
+        # Regions must nest, each adding one label, and cover every foreground label: then regions decode back
+        # to labels exactly, and the innermost active region settles inconsistent predictions.
+        chain = sorted(map(set, self.regions.values()), key=len)
+        steps = [b - a for a, b in itertools.pairwise([set(), *chain])]
+        if (
+            any(not a <= b for a, b in itertools.pairwise(chain))
+            or any(len(s) != 1 for s in steps)
+            or (chain[-1] != set(self.labels) - {0})
+        ):
+            raise ValueError(
+                f"label scheme {self.name!r}: regions must be nested, each adding one label, the largest holding "
+                f"every foreground label; got {dict(self.regions)}"
+            )
+
+    @property
+    def exclusive(self) -> bool:
+        """True for exclusive classes (softmax), False for overlapping regions (sigmoid)."""
+        return self.regions is None
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Output channel names: the regions, or the class names in label-value order."""
+        if self.regions is not None:
+            return tuple(self.regions)
+        return tuple(self.labels[v] for v in sorted(self.labels))
+
+    def check(self, label_map: Array, source: str = "label map") -> None:
+        """Raise ``ValueError`` naming the values found if ``label_map`` has values outside the scheme."""
+        found = np.unique(np.asarray(label_map.detach().cpu() if isinstance(label_map, torch.Tensor) else label_map))
+        bad = [v for v in found.tolist() if v not in self.labels or int(v) != v]
+        if bad:
+            raise ValueError(
+                f"{source}: label values {bad} are not in scheme {self.name!r} ({self.edition}); "
+                f"values found: {found.tolist()}, expected a subset of {sorted(self.labels)}"
+            )
+
+
+_BRATS_LEGACY = {
+    0: "background",
+    1: "necrotic and non-enhancing tumour core",
+    2: "peritumoral edema",
+    4: "enhancing tumour",
+}
+
+_SCHEMES = {
+    s.name: s
+    for s in [
+        LabelScheme(
+            "msd_task01",
+            "Medical Segmentation Decathlon Task01_BrainTumour",
+            {0: "background", 1: "edema", 2: "non-enhancing tumour", 3: "enhancing tumour"},
+            {"TC": (2, 3), "WT": (1, 2, 3), "ET": (3,)},
+        ),
+        *[
+            LabelScheme(f"brats{year}", f"BraTS {year}", _BRATS_LEGACY, {"TC": (1, 4), "WT": (1, 2, 4), "ET": (4,)})
+            for year in (2018, 2019, 2020, 2021)
+        ],
+        LabelScheme(
+            "brats2023",
+            "BraTS 2023 adult glioma",
+            {0: "background", 1: "necrotic tumour core", 2: "peritumoral edema", 3: "enhancing tumour"},
+            {"TC": (1, 3), "WT": (1, 2, 3), "ET": (3,)},
+        ),
+        # The mapping of MONAI's tutorial transform ConvertToMultiChannelBasedOnBratsClassesd (ET = label 2).
+        # Kept only to reproduce numbers published with it: on MSD Task01 data, where enhancing tumour is
+        # label 3 and label 2 is non-enhancing tumour, it is wrong. Use msd_task01 there.
+        LabelScheme(
+            "monai_tutorial",
+            "MONAI BraTS tutorial mapping (wrong for MSD Task01: it takes label 2 as enhancing tumour)",
+            {0: "background", 1: "edema", 2: "non-enhancing tumour", 3: "enhancing tumour"},
+            {"TC": (2, 3), "WT": (1, 2, 3), "ET": (2,)},
+        ),
+    ]
+}
+
+
+def list_schemes() -> list[str]:
+    """Names of the built-in label schemes."""
+    return sorted(_SCHEMES)
+
+
+def get_scheme(name: str | LabelScheme) -> LabelScheme:
+    """A built-in label scheme by name (a scheme passes through).
+
+    Raises:
+        KeyError: If the name is unknown; the message lists the known ones.
+    """
+    if isinstance(name, LabelScheme):
+        return name
+    try:
+        return _SCHEMES[name]
+    except KeyError:
+        raise KeyError(f"unknown label scheme {name!r}; known schemes: {', '.join(list_schemes())}") from None
+
+
+def scheme_from_dataset_json(dataset: Mapping[str, Any], name: str = "dataset") -> LabelScheme:
+    """An exclusive-class scheme from a dataset.json ``"labels"`` map (MSD: value -> name; nnU-Net v2: name ->
+    value).
+
+    Raises:
+        ValueError: If the map is missing or not integer values with a background 0.
+    """
+    raw = dataset.get("labels")
+    if not isinstance(raw, Mapping) or not raw:
+        raise ValueError(f"{name}: dataset.json has no 'labels' map, got {raw!r}")
+    try:
+        if all(isinstance(v, int) for v in raw.values()):  # nnU-Net v2: {"background": 0, "liver": 1}
+            labels = {int(v): str(k) for k, v in raw.items()}
+        else:  # MSD: {"0": "background", "1": "liver"}
+            labels = {int(k): str(v) for k, v in raw.items()}
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name}: dataset.json 'labels' must map integer values to names (or names to integers), got {raw!r}"
+        ) from None
+    if len(labels) != len(raw):
+        raise ValueError(f"{name}: dataset.json 'labels' repeats a value: {raw!r}")
+    return LabelScheme(name, f"{name} (dataset.json)", dict(sorted(labels.items())))
+
+
+def labels_to_regions(label_map: Array, scheme: str | LabelScheme) -> Array:
+    """Label map ``(...)`` -> binary channels ``(C, ...)``: the scheme's regions, or one-hot classes.
+
+    Keeps the input's type (numpy or torch) and device; the output is ``uint8``. A leading singleton channel
+    axis is accepted as well (MONAI's ``(1, D, H, W)``).
+
+    Raises:
+        ValueError: If the map has values outside the scheme.
+    """
+    scheme = get_scheme(scheme)
+    scheme.check(label_map)
+    lm = label_map[0] if label_map.ndim == 4 and label_map.shape[0] == 1 else label_map
+    groups = list(scheme.regions.values()) if scheme.regions is not None else [(v,) for v in sorted(scheme.labels)]
+    if isinstance(lm, torch.Tensor):
+        values = [torch.tensor(g, device=lm.device, dtype=lm.dtype) for g in groups]
+        return torch.stack([torch.isin(lm, v) for v in values]).to(torch.uint8)
+    return np.stack([np.isin(lm, g) for g in groups]).astype(np.uint8)
+
+
+def regions_to_labels(regions: Array, scheme: str | LabelScheme, dtype: Any = None) -> Array:
+    """Binary channels ``(C, ...)`` -> label map ``(...)``; the exact inverse of :func:`labels_to_regions`.
+
+    Region schemes: the innermost active region decides, giving the label it adds to the regions inside it (for
+    BraTS: ET -> enhancing, TC only -> necrotic core, WT only -> edema); this is exact for the channels of any
+    label map and also settles inconsistent predictions (ET outside TC). Exclusive schemes: the label of the
+    largest channel (argmax).
+
+    Args:
+        regions: Binary (or probability > 0.5) channels in the scheme's channel order.
+        scheme: The scheme or its name.
+        dtype: Output dtype; ``uint8`` by default.
+
+    Raises:
+        ValueError: If the channel count does not match the scheme.
+    """
+    scheme = get_scheme(scheme)
+    if regions.shape[0] != len(scheme.channels):
+        raise ValueError(
+            f"expected {len(scheme.channels)} channels {scheme.channels} for scheme {scheme.name!r}, "
+            f"got {regions.shape[0]} (shape {tuple(regions.shape)})"
+        )
+    is_torch = isinstance(regions, torch.Tensor)
+    r = regions.detach().cpu().numpy() if is_torch else np.asarray(regions)
+    if scheme.regions is None:
+        values = np.array(sorted(scheme.labels))
+        out = values[np.argmax(r, axis=0)]
+    else:
+        active = r > 0.5
+        out = np.zeros(r.shape[1:], dtype=np.int64)
+        order = sorted(range(len(scheme.channels)), key=lambda i: len(scheme.regions[scheme.channels[i]]))
+        inner: set[int] = set()
+        own = {}
+        for i in order:  # innermost first: the label each region adds
+            (own[i],) = set(scheme.regions[scheme.channels[i]]) - inner
+            inner |= set(scheme.regions[scheme.channels[i]])
+        for i in reversed(order):  # outermost first, so inner regions overwrite
+            out[active[i]] = own[i]
+    out = out.astype(np.uint8 if dtype is None else dtype)
+    return torch.from_numpy(out).to(regions.device) if is_torch else out
+
+
+class LabelsToRegionsd(MapTransform):
+    """MONAI dictionary transform: label map ``(1, D, H, W)`` -> channels ``(C, D, H, W)`` of a scheme."""
+
+    def __init__(
+        self, keys: Sequence[Hashable] | Hashable, scheme: str | LabelScheme, allow_missing_keys: bool = False
+    ):
+        super().__init__(keys, allow_missing_keys)
+        self.scheme = get_scheme(scheme)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = labels_to_regions(d[key], self.scheme)
+        return d
+
+
+class RegionsToLabelsd(MapTransform):
+    """MONAI dictionary transform: channels ``(C, D, H, W)`` -> label map ``(1, D, H, W)`` of a scheme."""
+
+    def __init__(
+        self, keys: Sequence[Hashable] | Hashable, scheme: str | LabelScheme, allow_missing_keys: bool = False
+    ):
+        super().__init__(keys, allow_missing_keys)
+        self.scheme = get_scheme(scheme)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = regions_to_labels(d[key], self.scheme)[None]
+        return d
