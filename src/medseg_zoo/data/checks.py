@@ -1,0 +1,179 @@
+"""Checks of a data set before training: every problem of every case in one report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import nibabel as nib
+import numpy as np
+
+from medseg_zoo.data.discovery import Case, DataSet
+from medseg_zoo.transforms.labels import LabelScheme
+
+__all__ = ["CheckReport", "DataCheckError", "Problem", "check_dataset"]
+
+AFFINE_TOLERANCE_MM = 1e-3
+
+
+class DataCheckError(ValueError):
+    """A data set with errors; the message is the whole report."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem: the case, the file, what is wrong, and whether it stops training."""
+
+    case: str
+    file: Path | None
+    message: str
+    severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.case}: {self.file}" if self.file else self.case
+        return f"{self.severity}: {where}: {self.message}"
+
+
+@dataclass
+class CheckReport:
+    """The result of :func:`check_dataset`."""
+
+    dataset: DataSet
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing stops training (warnings allowed)."""
+        return not self.errors
+
+    def __str__(self) -> str:
+        ds = self.dataset
+        head = (
+            f"{ds.root} ({ds.layout} layout): {len(ds.cases)} cases, channels {', '.join(ds.channels)}, "
+            f"label scheme {ds.scheme.name}"
+        )
+        if not self.problems:
+            return f"{head}\nno problems found"
+        bad = len({p.case for p in self.errors})
+        lines = [
+            head,
+            f"{len(self.errors)} error(s) in {bad} case(s), {len(self.problems) - len(self.errors)} warning(s):",
+        ]
+        return "\n".join([*lines, *(f"  {p}" for p in self.problems)])
+
+    def raise_for_errors(self) -> None:
+        """Raise :class:`DataCheckError` with the report if any problem is an error."""
+        if not self.ok:
+            raise DataCheckError(str(self))
+
+
+def _load(path: Path, case: str, problems: list[Problem]) -> tuple[nib.spatialimages.SpatialImage, np.ndarray] | None:
+    if not path.exists():
+        problems.append(Problem(case, path, "file not found"))
+        return None
+    try:
+        img = nib.load(path)
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel raises many types for truncated or corrupt files
+        problems.append(Problem(case, path, f"cannot read the image ({type(exc).__name__}: {exc})"))
+        return None
+    return img, data
+
+
+def _check_case(case: Case, ds: DataSet, scheme: LabelScheme, problems: list[Problem]) -> None:
+    n = len(ds.channels)
+    loaded = [_load(p, case.name, problems) for p in case.images]
+    if any(x is None for x in loaded):
+        return
+    first_img = loaded[0][0]
+    if len(case.images) == 1:
+        data = loaded[0][1]
+        spatial = data.shape[:3]
+        channels = data.shape[3] if data.ndim == 4 else 1
+        if data.ndim not in (3, 4) or channels != n:
+            problems.append(
+                Problem(
+                    case.name,
+                    case.images[0],
+                    f"image shape {data.shape} has {channels} channel(s), expected {n} ({', '.join(ds.channels)})",
+                )
+            )
+    else:
+        spatial = loaded[0][1].shape[:3]
+        for path, (img, data) in zip(case.images, loaded, strict=True):
+            if data.ndim != 3 or data.shape != spatial:
+                problems.append(
+                    Problem(
+                        case.name,
+                        path,
+                        f"channel file shape {data.shape}, expected 3-D {spatial} like {case.images[0].name}",
+                    )
+                )
+            elif not np.allclose(img.affine, first_img.affine, atol=AFFINE_TOLERANCE_MM):
+                problems.append(Problem(case.name, path, f"affine differs from {case.images[0].name}"))
+    for path, (_, data) in zip(case.images, loaded, strict=True):
+        if data.dtype.kind == "f" and not np.isfinite(data).all():
+            problems.append(Problem(case.name, path, f"{int((~np.isfinite(data)).sum())} NaN/inf voxel(s)"))
+
+    if case.label is None:
+        problems.append(Problem(case.name, None, "no label file"))
+        return
+    loaded_label = _load(case.label, case.name, problems)
+    if loaded_label is None:
+        return
+    label_img, label = loaded_label
+    if label.ndim == 4 and label.shape[3] == 1:
+        label = label[..., 0]
+    if label.shape != spatial:
+        problems.append(Problem(case.name, case.label, f"label shape {label.shape} differs from image shape {spatial}"))
+    if not np.allclose(label_img.affine, first_img.affine, atol=AFFINE_TOLERANCE_MM):
+        diff = np.abs(label_img.affine - first_img.affine).max()
+        problems.append(
+            Problem(case.name, case.label, f"label affine differs from the image's (max difference {diff:.3g} mm)")
+        )
+    try:
+        scheme.check(label, source="labels")
+    except ValueError as exc:
+        problems.append(Problem(case.name, case.label, str(exc).removeprefix("labels: ")))
+    else:
+        if not label.any():
+            problems.append(Problem(case.name, case.label, "label map is empty (background only)", "warning"))
+
+
+def check_dataset(
+    dataset: DataSet, *, in_channels: int | Sequence[str] | None = None, scheme: LabelScheme | None = None
+) -> CheckReport:
+    """Check every case of a data set; nothing is raised, every problem goes into the report.
+
+    Checks: files readable (not truncated), channel count against the data set and the model, image/label shape
+    and affine agreement (within 1e-3 mm), NaN/inf voxels, label values against the scheme, empty label maps
+    (a warning).
+
+    Args:
+        dataset: From :func:`medseg_zoo.data.discover`.
+        in_channels: The model's input channels (count or names), e.g. ``model.pretrained_cfg.contract.in_channels``.
+        scheme: Label scheme to check against; defaults to the data set's.
+    """
+    report = CheckReport(dataset)
+    if in_channels is not None:
+        expected = in_channels if isinstance(in_channels, int) else len(in_channels)
+        if expected != len(dataset.channels):
+            names = "" if isinstance(in_channels, int) else f" ({', '.join(in_channels)})"
+            report.problems.append(
+                Problem(
+                    "(data set)",
+                    None,
+                    f"{len(dataset.channels)} channels ({', '.join(dataset.channels)}), the model expects {expected}{names}",
+                )
+            )
+    if not dataset.cases:
+        report.problems.append(Problem("(data set)", None, "no cases found"))
+    for case in dataset.cases:
+        _check_case(case, dataset, scheme or dataset.scheme, report.problems)
+    return report

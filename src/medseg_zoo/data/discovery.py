@@ -1,0 +1,206 @@
+"""Find the cases, channel names and label scheme of a data set folder.
+
+Three layouts are recognised:
+
+- MSD (Medical Segmentation Decathlon): ``dataset.json`` with ``modality`` and ``training``; 4-D images.
+- nnU-Net v2 raw: ``dataset.json`` with ``channel_names`` and ``file_ending``; one file per channel,
+  ``imagesTr/CASE_0000.nii.gz``, ``imagesTr/CASE_0001.nii.gz``, ... and ``labelsTr/CASE.nii.gz``.
+- Pairs: ``images/`` (or ``imagesTr/``) and ``labels/`` (or ``labelsTr/``) holding files of the same names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import nibabel as nib
+
+from medseg_zoo.transforms.labels import LabelScheme, get_scheme, list_schemes, scheme_from_dataset_json
+
+__all__ = ["Case", "DataSet", "DataSetError", "discover"]
+
+NIFTI = (".nii.gz", ".nii")
+
+
+class DataSetError(ValueError):
+    """A folder whose layout or metadata cannot be understood."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One case: its image file(s) and label file.
+
+    Attributes:
+        name: Case identifier (file name without extension or channel suffix).
+        images: One 4-D file holding every channel, or one 3-D file per channel in channel order.
+        label: The label map, or ``None`` for unlabelled cases.
+    """
+
+    name: str
+    images: tuple[Path, ...]
+    label: Path | None = None
+
+    def to_dict(self) -> dict[str, str | list[str]]:
+        """The MONAI data-dictionary form: ``{"image": path or [paths], "label": path}``."""
+        images = [str(p) for p in self.images]
+        out: dict[str, str | list[str]] = {"image": images[0] if len(images) == 1 else images}
+        if self.label is not None:
+            out["label"] = str(self.label)
+        return out
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """A discovered data set.
+
+    Attributes:
+        root: The folder.
+        layout: ``"msd"``, ``"nnunet"`` or ``"pairs"``.
+        cases: Training cases, sorted by name.
+        channels: Input channel names in order.
+        scheme: The label scheme of the label maps.
+    """
+
+    root: Path
+    layout: Literal["msd", "nnunet", "pairs"]
+    cases: tuple[Case, ...]
+    channels: tuple[str, ...]
+    scheme: LabelScheme
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[\s_-]+", " ", name.lower().replace("tumor", "tumour")).strip()
+
+
+def _scheme(labels: LabelScheme, label_scheme: str | LabelScheme | None) -> LabelScheme:
+    """The explicit scheme if given; else a built-in edition whose label names match exactly; else ``labels``."""
+    if label_scheme is not None:
+        return get_scheme(label_scheme)
+    names = {v: _normalise(n) for v, n in labels.labels.items()}
+    for candidate in map(get_scheme, list_schemes()):
+        if candidate.name != "monai_tutorial" and {v: _normalise(n) for v, n in candidate.labels.items()} == names:
+            return candidate
+    return labels
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataSetError(f"{path}: cannot read dataset.json ({exc})") from None
+
+
+def _strip(name: str) -> str:
+    for ext in NIFTI:
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _msd(root: Path, meta: dict, label_scheme: str | LabelScheme | None) -> DataSet:
+    modality = meta["modality"]
+    try:
+        channels = tuple(modality[k] for k in sorted(modality, key=int))
+    except (TypeError, ValueError):
+        raise DataSetError(
+            f"{root / 'dataset.json'}: 'modality' must map '0', '1', ... to names, got {modality!r}"
+        ) from None
+    cases = []
+    for entry in meta.get("training", []):
+        if not isinstance(entry, dict) or "image" not in entry:
+            raise DataSetError(f"{root / 'dataset.json'}: training entries need 'image' and 'label', got {entry!r}")
+        image = (root / entry["image"]).resolve()
+        label = (root / entry["label"]).resolve() if entry.get("label") else None
+        cases.append(Case(_strip(image.name), (image,), label))
+    scheme = _scheme(scheme_from_dataset_json(meta, root.name), label_scheme)
+    return DataSet(root, "msd", tuple(sorted(cases, key=lambda c: c.name)), channels, scheme)
+
+
+def _nnunet(root: Path, meta: dict, label_scheme: str | LabelScheme | None) -> DataSet:
+    names = meta["channel_names"]
+    try:
+        channels = tuple(names[k] for k in sorted(names, key=int))
+    except (TypeError, ValueError):
+        raise DataSetError(
+            f"{root / 'dataset.json'}: 'channel_names' must map '0', '1', ... to names, got {names!r}"
+        ) from None
+    ending = meta.get("file_ending", ".nii.gz")
+    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    if not images_dir.is_dir():
+        raise DataSetError(f"{root}: nnU-Net layout without an imagesTr folder")
+    pattern = re.compile(rf"(.+)_(\d{{4}}){re.escape(ending)}$")
+    groups: dict[str, dict[int, Path]] = {}
+    for path in images_dir.iterdir():
+        match = pattern.match(path.name)
+        if match:
+            groups.setdefault(match.group(1), {})[int(match.group(2))] = path
+    cases = []
+    for name, files in sorted(groups.items()):
+        # A missing channel file is reported by the checks, which name the case; keep the case here.
+        images = tuple(files.get(i, images_dir / f"{name}_{i:04d}{ending}") for i in range(len(channels)))
+        label = labels_dir / f"{name}{ending}"
+        cases.append(Case(name, images, label if label.exists() else None))
+    scheme = _scheme(scheme_from_dataset_json(meta, root.name), label_scheme)
+    return DataSet(root, "nnunet", tuple(cases), channels, scheme)
+
+
+def _pairs(root: Path, channels: tuple[str, ...] | None, label_scheme: str | LabelScheme | None) -> DataSet:
+    images_dir = next((root / d for d in ("images", "imagesTr") if (root / d).is_dir()), None)
+    labels_dir = next((root / d for d in ("labels", "labelsTr") if (root / d).is_dir()), None)
+    if images_dir is None or labels_dir is None:
+        raise DataSetError(
+            f"{root}: not a data set folder: expected dataset.json (MSD or nnU-Net v2) or 'images/' and "
+            f"'labels/' folders with matching file names"
+        )
+    if label_scheme is None:
+        raise DataSetError(
+            f"{root}: a folder of image/label pairs has no dataset.json saying what its labels mean; pass "
+            f"label_scheme (one of {', '.join(list_schemes())}, or a LabelScheme)"
+        )
+    images = {_strip(p.name): p for p in images_dir.iterdir() if p.name.endswith(NIFTI)}
+    labels = {_strip(p.name): p for p in labels_dir.iterdir() if p.name.endswith(NIFTI)}
+    cases = tuple(Case(n, (images[n],), labels.get(n)) for n in sorted(images))
+    if channels is None:
+        first = nib.load(cases[0].images[0]) if cases else None
+        count = first.shape[3] if first is not None and len(first.shape) == 4 else 1
+        channels = tuple(f"channel_{i}" for i in range(count))
+    return DataSet(root, "pairs", cases, tuple(channels), get_scheme(label_scheme))
+
+
+def discover(
+    root: str | os.PathLike,
+    *,
+    label_scheme: str | LabelScheme | None = None,
+    channels: tuple[str, ...] | None = None,
+) -> DataSet:
+    """Discover the layout, cases, channel names and label scheme of a data set folder.
+
+    Args:
+        root: The data set folder.
+        label_scheme: The label scheme (edition) of the label maps. By default a dataset.json's labels decide:
+            a built-in edition whose label names match (MSD Task01 -> ``msd_task01``), else exclusive classes.
+            Required for folders of pairs.
+        channels: Channel names for folders of pairs (default ``channel_0``, ...).
+
+    Raises:
+        DataSetError: If the folder is none of the layouts, or its metadata is malformed.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataSetError(f"{root}: no such folder")
+    meta_path = root / "dataset.json"
+    if meta_path.exists():
+        meta = _read_json(meta_path)
+        if "channel_names" in meta:
+            return _nnunet(root, meta, label_scheme)
+        if "modality" in meta:
+            return _msd(root, meta, label_scheme)
+        raise DataSetError(
+            f"{meta_path}: neither MSD ('modality', 'training') nor nnU-Net v2 ('channel_names', 'file_ending'); "
+            f"keys found: {sorted(meta)}"
+        )
+    return _pairs(root, channels, label_scheme)

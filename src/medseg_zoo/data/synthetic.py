@@ -1,0 +1,185 @@
+"""A synthetic BraTS-like data set in MSD Task01 layout, for tests, the demo and the docs.
+
+Each case is a brain-like ellipsoid (white matter, grey matter, ventricles) holding a tumour of nested regions —
+edema around a core whose rim enhances — imaged in four modalities (FLAIR, T1w, T1gd, T2w) with their contrasts,
+a smooth bias field and noise, on a random grid: non-RAS orientations, anisotropic spacing and sometimes an
+oblique rotation. Labels follow the ``msd_task01`` scheme: 1 edema, 2 non-enhancing tumour, 3 enhancing tumour.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["MODALITIES", "make_case", "make_dataset"]
+
+MODALITIES = ("FLAIR", "T1w", "T1gd", "T2w")
+
+# Mean intensity of each tissue per modality (FLAIR, T1w, T1gd, T2w), roughly as they appear in BraTS.
+_TISSUES = {
+    "csf": (0.10, 0.15, 0.15, 0.95),
+    "grey": (0.50, 0.45, 0.45, 0.60),
+    "white": (0.40, 0.65, 0.65, 0.40),
+    "edema": (0.90, 0.35, 0.35, 0.85),
+    "necrosis": (0.55, 0.20, 0.25, 0.75),
+    "enhancing": (0.70, 0.40, 0.98, 0.60),
+}
+_ORIENTATIONS = ("RAS", "LPS", "LAS", "RPI", "PSR", "ILA")
+
+
+def _smooth_noise(rng: np.random.Generator, shape: Sequence[int], cells: int = 5) -> np.ndarray:
+    """Smooth random field in [-1, 1] (a coarse random grid upsampled trilinearly)."""
+    coarse = torch.from_numpy(rng.uniform(-1, 1, size=(1, 1, cells, cells, cells)).astype(np.float32))
+    return F.interpolate(coarse, size=tuple(shape), mode="trilinear", align_corners=True)[0, 0].numpy()
+
+
+def _random_affine(rng: np.random.Generator, shape: Sequence[int]) -> np.ndarray:
+    """A voxel-to-world affine: random orientation, anisotropic spacing, sometimes a small oblique rotation."""
+    spacing = rng.choice([1.0, 1.2, 1.5, 2.0], size=3, p=[0.4, 0.2, 0.2, 0.2])
+    codes = _ORIENTATIONS[rng.integers(len(_ORIENTATIONS))]
+    ornt = nib.orientations.axcodes2ornt(tuple(codes))
+    axes = np.zeros((3, 3))
+    for voxel_axis, (world_axis, flip) in enumerate(ornt.astype(int)):
+        axes[world_axis, voxel_axis] = flip * spacing[voxel_axis]
+    if rng.random() < 0.25:  # oblique: rotate the grid by up to 15 degrees about a random world axis
+        angle = np.deg2rad(rng.uniform(-15, 15))
+        c, s = np.cos(angle), np.sin(angle)
+        i, j = rng.choice(3, size=2, replace=False)
+        rot = np.eye(3)
+        rot[[i, i, j, j], [i, j, i, j]] = c, -s, s, c
+        axes = rot @ axes
+    affine = np.eye(4)
+    affine[:3, :3] = axes
+    affine[:3, 3] = -axes @ (np.asarray(shape) - 1) / 2 + rng.uniform(-10, 10, size=3)  # centre near the origin
+    return affine
+
+
+def make_case(shape: Sequence[int] = (96, 96, 96), seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One synthetic case.
+
+    Returns:
+        ``image`` (X, Y, Z, 4) int16 in the order of :data:`MODALITIES`, ``label`` (X, Y, Z) uint8 in the
+        ``msd_task01`` scheme, and the shared 4x4 ``affine``.
+    """
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(s) for s in shape)
+    affine = _random_affine(rng, shape)
+    ijk = np.stack(np.meshgrid(*(np.arange(s, dtype=np.float32) for s in shape), indexing="ij"), axis=-1)
+    world = ijk @ affine[:3, :3].T.astype(np.float32) + affine[:3, 3].astype(np.float32)  # mm
+
+    # The field of view is the smallest world extent of the grid; the brain fills most of it.
+    fov = np.min(np.abs(affine[:3, :3]).sum(axis=0) * np.asarray(shape))
+    centre = world.reshape(-1, 3).mean(axis=0)
+    wobble = 0.06 * _smooth_noise(rng, shape)
+
+    def ellipsoid(center: np.ndarray, radii: np.ndarray, jitter: float = 0.0) -> np.ndarray:
+        d = np.sqrt((((world - center) / radii) ** 2).sum(axis=-1))
+        return d + (jitter * _smooth_noise(rng, shape, cells=4) if jitter else 0.0)
+
+    brain_radii = fov * rng.uniform(0.36, 0.44, size=3)
+    brain = ellipsoid(centre, brain_radii) + wobble < 1
+    white = ellipsoid(centre, brain_radii * 0.7) + wobble < 1
+    ventricles = np.zeros(shape, dtype=bool)
+    for side in (-1, 1):
+        offset = np.array([side * brain_radii[0] * 0.15, 0, 0])
+        ventricles |= ellipsoid(centre + offset, brain_radii * np.array([0.08, 0.3, 0.12])) < 1
+
+    # Tumour: a random centre inside the brain; edema contains the core, whose rim enhances.
+    t_centre = centre + rng.uniform(-0.35, 0.35, size=3) * brain_radii
+    t_radius = fov * rng.uniform(0.08, 0.14)
+    edema_d = ellipsoid(t_centre, t_radius * rng.uniform(1.6, 2.2, size=3), jitter=0.25)
+    core_d = ellipsoid(t_centre, t_radius * rng.uniform(0.8, 1.2, size=3), jitter=0.15)
+    edema = (edema_d < 1) & brain
+    core = (core_d < 1) & brain
+    enhancing = core & (core_d > rng.uniform(0.55, 0.75))
+
+    label = np.zeros(shape, dtype=np.uint8)
+    label[edema] = 1
+    label[core] = 2
+    label[enhancing] = 3
+
+    image = np.zeros((*shape, len(MODALITIES)), dtype=np.float32)
+    masks = [
+        (brain & ~white, "grey"),
+        (white, "white"),
+        (ventricles & brain, "csf"),
+        (label == 1, "edema"),
+        (label == 2, "necrosis"),
+        (label == 3, "enhancing"),
+    ]
+    for mask, name in masks:  # later masks paint over earlier ones
+        image[mask] = _TISSUES[name]
+    bias = np.exp(0.2 * _smooth_noise(rng, shape, cells=3))[..., None]  # smooth multiplicative field
+    image = image * bias * rng.uniform(0.8, 1.2, size=len(MODALITIES))
+    image += rng.normal(0, 0.03, size=image.shape).astype(np.float32)
+    image[~brain] = 0  # skull-stripped: zero background, as in BraTS
+    image = np.clip(image * 1000, 0, np.iinfo(np.int16).max).astype(np.int16)
+    return image, label, affine
+
+
+def _save_atomic(img: nib.Nifti1Image, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".nii.gz")
+    os.close(fd)
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def make_dataset(
+    out_dir: str | os.PathLike, n_cases: int = 8, shape: Sequence[int] = (96, 96, 96), seed: int = 0
+) -> Path:
+    """Write a BraTS-like data set in MSD Task01 layout: ``dataset.json``, ``imagesTr/``, ``labelsTr/``.
+
+    Images are 4-D NIfTI (X, Y, Z, 4 modalities), labels 3-D with the ``msd_task01`` values. Every file is
+    written atomically; cases already present are kept, so an interrupted run can simply be repeated.
+
+    Args:
+        out_dir: Folder to create or complete.
+        n_cases: Number of cases (``BRATS_000`` ...).
+        shape: Voxel grid of every case.
+        seed: Seed; the same seed gives the same data set.
+
+    Returns:
+        The data-set folder.
+    """
+    if n_cases < 1:
+        raise ValueError(f"n_cases must be at least 1, got {n_cases}")
+    out = Path(out_dir)
+    (out / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (out / "labelsTr").mkdir(parents=True, exist_ok=True)
+    training = []
+    for i in range(n_cases):
+        name = f"BRATS_{i:03d}.nii.gz"
+        image_path, label_path = out / "imagesTr" / name, out / "labelsTr" / name
+        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+        if image_path.exists() and label_path.exists():
+            continue
+        image, label, affine = make_case(shape, seed=seed * 100_003 + i)
+        _save_atomic(nib.Nifti1Image(label, affine), label_path)
+        _save_atomic(nib.Nifti1Image(image, affine), image_path)
+    dataset = {
+        "name": "SyntheticBraTS",
+        "description": f"Synthetic BraTS-like data from medseg_zoo.data.synthetic (seed {seed})",
+        "tensorImageSize": "4D",
+        "modality": {str(i): m for i, m in enumerate(MODALITIES)},
+        "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
+        "numTraining": n_cases,
+        "numTest": 0,
+        "training": training,
+        "test": [],
+    }
+    tmp = out / "dataset.json.tmp"
+    tmp.write_text(json.dumps(dataset, indent=2))
+    os.replace(tmp, out / "dataset.json")
+    return out
