@@ -169,7 +169,8 @@ def check_dataset(
                 Problem(
                     "(data set)",
                     None,
-                    f"{len(dataset.channels)} channels ({', '.join(dataset.channels)}), the model expects {expected}{names}",
+                    f"{len(dataset.channels)} channels ({', '.join(dataset.channels)}), "
+                    f"the model expects {expected}{names}",
                 )
             )
     if not dataset.cases:
