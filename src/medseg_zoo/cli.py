@@ -4,6 +4,7 @@ Examples:
     medseg-zoo list
     medseg-zoo list 'unetr*' --pretrained
     medseg-zoo info unetr_brats
+    medseg-zoo check-data Task01_BrainTumour --model unetr_brats
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from medseg_zoo._registry import get_config, list_models, model_info
+from medseg_zoo.data.discovery import DataSetError
 from medseg_zoo.errors import MedsegZooError
 
 __all__ = ["build_parser", "main", "model_table", "run"]
@@ -55,6 +57,17 @@ def _info(args: argparse.Namespace) -> None:
     print(json.dumps(info, indent=2, default=str))
 
 
+def _check_data(args: argparse.Namespace) -> int:
+    from medseg_zoo.data import check_dataset, discover
+
+    dataset = discover(args.folder, label_scheme=args.label_scheme)
+    contract = get_config(args.model).contract if args.model else None
+    in_channels = contract.in_channels if contract else None
+    report = check_dataset(dataset, in_channels=in_channels)
+    print(report)
+    return 0 if report.ok else 1
+
+
 def _demo(args: argparse.Namespace) -> None:
     print("The end-to-end demo (synthetic data -> train -> predict) is not built yet. The registered models:\n")
     print(model_table())
@@ -79,6 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name")
     p.set_defaults(func=_info)
+    p = sub.add_parser(
+        "check-data",
+        help="check a data set folder (MSD, nnU-Net v2 or image/label pairs) before training",
+        epilog="Example: medseg-zoo check-data Task01_BrainTumour --model unetr_brats",
+    )
+    p.add_argument("folder")
+    p.add_argument("--model", help="registered model whose input channels the data must match")
+    p.add_argument("--label-scheme", help="label scheme of the label maps (default: from dataset.json)")
+    p.set_defaults(func=_check_data)
     p = sub.add_parser("demo", help="run the offline demo on synthetic data")
     p.set_defaults(func=_demo)
     return parser
@@ -88,11 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``medseg-zoo`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
-    except MedsegZooError as exc:
+        return args.func(args) or 0
+    except (MedsegZooError, DataSetError) as exc:
         print(f"medseg-zoo: error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 def run() -> None:

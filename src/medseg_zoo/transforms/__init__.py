@@ -1,4 +1,5 @@
-"""Transforms: label schemes and conversions (:mod:`medseg_zoo.transforms.labels`)."""
+"""Transforms: label schemes (:mod:`~medseg_zoo.transforms.labels`) and contract-driven MONAI pipelines
+(:mod:`~medseg_zoo.transforms.presets`)."""
 
 from medseg_zoo.transforms.labels import (
     LabelScheme,
@@ -10,14 +11,28 @@ from medseg_zoo.transforms.labels import (
     regions_to_labels,
     scheme_from_dataset_json,
 )
+from medseg_zoo.transforms.presets import (
+    cached_dataset,
+    inference_transforms,
+    preprocessing_key,
+    preprocessing_transforms,
+    training_transforms,
+    validation_transforms,
+)
 
 __all__ = [
     "LabelScheme",
     "LabelsToRegionsd",
     "RegionsToLabelsd",
+    "cached_dataset",
     "get_scheme",
+    "inference_transforms",
     "labels_to_regions",
     "list_schemes",
+    "preprocessing_key",
+    "preprocessing_transforms",
     "regions_to_labels",
     "scheme_from_dataset_json",
+    "training_transforms",
+    "validation_transforms",
 ]

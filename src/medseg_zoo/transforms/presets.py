@@ -1,0 +1,182 @@
+"""MONAI pipelines built from a model's task contract: training, validation and inference preprocessing.
+
+Every pipeline starts with the same deterministic prefix (load, channel-first, reorient, resample, normalise,
+labels to the model's outputs), so inference sees what training saw and MONAI's CacheDataset /
+PersistentDataset can cache it; the random transforms come after.
+
+Two deliberate departures from the seed tutorial's order: it resampled before reorienting, which puts the 2.0 mm
+target spacing on whichever voxel axis came third (not the superior axis on non-RAS files); and it normalised
+intensities after the random crop, so training statistics came from crops while inference normalised whole
+volumes. Here the volume is reoriented, then resampled, then normalised as a whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.transforms import (
+    CenterSpatialCropd,
+    Compose,
+    EnsureChannelFirstd,
+    LoadImaged,
+    MapTransform,
+    NormalizeIntensityd,
+    Orientationd,
+    RandFlipd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    RandSpatialCropd,
+    Spacingd,
+    SpatialPadd,
+)
+from torch import nn
+
+from medseg_zoo._contract import TaskContract
+from medseg_zoo.transforms.labels import LabelScheme, LabelsToRegionsd, get_scheme
+
+__all__ = [
+    "NORMALIZATIONS",
+    "cached_dataset",
+    "inference_transforms",
+    "preprocessing_key",
+    "preprocessing_transforms",
+    "training_transforms",
+    "validation_transforms",
+]
+
+IMAGE, LABEL = "image", "label"
+NORMALIZATIONS = ("zscore_nonzero_channelwise", "zscore_channelwise", "none")
+
+
+def _contract(source: TaskContract | nn.Module) -> TaskContract:
+    if isinstance(source, TaskContract):
+        return source
+    cfg = getattr(source, "pretrained_cfg", None)
+    if cfg is None or cfg.contract is None:
+        raise TypeError(f"expected a TaskContract or a model from medseg_zoo.create_model, got {type(source).__name__}")
+    return cfg.contract
+
+
+def _normalize(contract: TaskContract) -> list[MapTransform]:
+    if contract.normalization == "zscore_nonzero_channelwise":
+        return [NormalizeIntensityd(IMAGE, nonzero=True, channel_wise=True)]
+    if contract.normalization == "zscore_channelwise":
+        return [NormalizeIntensityd(IMAGE, nonzero=False, channel_wise=True)]
+    if contract.normalization == "none":
+        return []
+    raise ValueError(f"unknown normalization {contract.normalization!r}; supported: {', '.join(NORMALIZATIONS)}")
+
+
+def preprocessing_transforms(
+    source: TaskContract | nn.Module, *, label_scheme: str | LabelScheme | None = None, with_label: bool = True
+) -> list[MapTransform]:
+    """The deterministic prefix: load, channel-first, reorient, resample, normalise, labels -> outputs.
+
+    Args:
+        source: The model (its ``pretrained_cfg.contract``) or a contract.
+        label_scheme: The scheme of the data's label maps; defaults to the contract's. For region outputs the
+            label map becomes the contract's regions (e.g. TC, WT, ET from BraTS 2021 or MSD Task01 labels).
+        with_label: Include the ``"label"`` key.
+    """
+    contract = _contract(source)
+    keys = [IMAGE, LABEL] if with_label else [IMAGE]
+    steps: list[MapTransform] = [
+        LoadImaged(keys, image_only=True),
+        EnsureChannelFirstd(keys),
+        Orientationd(keys, axcodes=contract.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+    ]
+    if contract.spacing is not None:
+        steps.append(Spacingd(keys, pixdim=contract.spacing, mode=["bilinear", "nearest"][: len(keys)]))
+    steps += _normalize(contract)
+    if with_label:
+        scheme = get_scheme(label_scheme or contract.label_scheme) if (label_scheme or contract.label_scheme) else None
+        if scheme is None:
+            raise ValueError("the contract names no label scheme: pass label_scheme for the data's label maps")
+        if not scheme.exclusive:
+            if scheme.channels != contract.out_channels:
+                raise ValueError(
+                    f"label scheme {scheme.name!r} gives regions {scheme.channels}, the model outputs "
+                    f"{contract.out_channels}"
+                )
+            steps.append(LabelsToRegionsd(LABEL, scheme))
+    return steps
+
+
+def training_transforms(source: TaskContract | nn.Module, *, label_scheme: str | LabelScheme | None = None) -> Compose:
+    """The seed's training pipeline: prefix, pad to the roi, random roi crop, flip along the first axis, random
+    intensity scale and shift (0.1)."""
+    contract = _contract(source)
+    keys = [IMAGE, LABEL]
+    return Compose(
+        [
+            *preprocessing_transforms(contract, label_scheme=label_scheme),
+            SpatialPadd(keys, spatial_size=contract.roi_size),
+            RandSpatialCropd(keys, roi_size=contract.roi_size, random_size=False),
+            RandFlipd(keys, prob=0.5, spatial_axis=0),
+            RandScaleIntensityd(IMAGE, factors=0.1, prob=1.0),
+            RandShiftIntensityd(IMAGE, offsets=0.1, prob=1.0),
+        ]
+    )
+
+
+def validation_transforms(
+    source: TaskContract | nn.Module, *, label_scheme: str | LabelScheme | None = None
+) -> Compose:
+    """The seed's validation pipeline: prefix, pad to the roi, centre roi crop."""
+    contract = _contract(source)
+    keys = [IMAGE, LABEL]
+    return Compose(
+        [
+            *preprocessing_transforms(contract, label_scheme=label_scheme),
+            SpatialPadd(keys, spatial_size=contract.roi_size),
+            CenterSpatialCropd(keys, roi_size=contract.roi_size),
+        ]
+    )
+
+
+def inference_transforms(source: TaskContract | nn.Module) -> Compose:
+    """The prefix for images alone; every step is invertible, so predictions can be mapped back to the input
+    grid with ``monai.transforms.Invertd`` or ``Compose.inverse``."""
+    return Compose(preprocessing_transforms(source, with_label=False))
+
+
+def preprocessing_key(source: TaskContract | nn.Module, label_scheme: str | LabelScheme | None = None) -> str:
+    """A short hash of everything the deterministic prefix depends on, to key a preprocessing cache."""
+    contract = _contract(source)
+    name = label_scheme or contract.label_scheme
+    scheme = get_scheme(name) if name else None
+    config = {
+        "contract": dataclasses.asdict(contract),
+        "scheme": dataclasses.asdict(scheme) if scheme else None,
+        "format": 1,  # bump when the prefix itself changes
+    }
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached_dataset(
+    data: Sequence[dict],
+    transform: Compose,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    key: str | None = None,
+    in_memory: bool = True,
+) -> Dataset:
+    """A MONAI dataset that caches the deterministic prefix of ``transform``.
+
+    With ``cache_dir`` the prefix is stored on disk under ``cache_dir/key`` (MONAI PersistentDataset; use
+    :func:`preprocessing_key` so a changed contract never reads stale files); else in memory (CacheDataset) when
+    ``in_memory``, or not at all.
+    """
+    if cache_dir is not None:
+        if key is None:
+            raise ValueError("cache_dir needs key=preprocessing_key(model) so changed preprocessing is not mixed up")
+        return PersistentDataset(list(data), transform, cache_dir=Path(cache_dir) / key)
+    if in_memory:
+        return CacheDataset(list(data), transform, cache_rate=1.0, progress=False)
+    return Dataset(list(data), transform)
