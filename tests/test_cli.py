@@ -41,3 +41,20 @@ def test_console_script_is_installed():
     assert exe.exists(), f"the medseg-zoo console script is not installed at {exe}"
     result = subprocess.run([str(exe), "list", "unet"], capture_output=True, text=True, check=True)
     assert result.stdout.splitlines()[1].startswith("unet ")
+
+
+def test_check_data(msd_dataset, capsys):
+    assert main(["check-data", str(msd_dataset), "--model", "unetr_brats"]) == 0
+    out = capsys.readouterr().out
+    assert "msd layout): 4 cases, channels FLAIR, T1w, T1gd, T2w, label scheme msd_task01" in out
+    assert "no problems found" in out
+
+
+def test_check_data_reports_problems_with_exit_1(msd_dataset, capsys):
+    assert main(["check-data", str(msd_dataset), "--label-scheme", "brats2021"]) == 1
+    assert "label values [3] are not in scheme 'brats2021'" in capsys.readouterr().out
+
+
+def test_check_data_on_a_missing_folder(tmp_path, capsys):
+    assert main(["check-data", str(tmp_path / "nope")]) == 2
+    assert "nope: no such folder" in capsys.readouterr().err

@@ -7,13 +7,13 @@ from medseg_zoo.data.synthetic import MODALITIES, make_case, make_dataset
 
 
 def test_case_has_nested_regions_and_contrasts():
-    image, label, affine = make_case((48, 48, 48), seed=1)
+    image, label, _ = make_case((48, 48, 48), seed=1)
     assert image.shape == (48, 48, 48, 4) and image.dtype == np.int16
     assert label.dtype == np.uint8 and set(np.unique(label)) == {0, 1, 2, 3}
     brain = image[..., 0] > 0
     assert (label[~brain] == 0).all()  # tumour inside the brain, zero background
     mean = {lab: image[label == lab].mean(axis=0) for lab in (1, 2, 3)}
-    flair, t1, t1gd, t2 = range(4)
+    flair, t1, t1gd = 0, 1, 2
     assert mean[1][flair] > mean[2][flair]  # edema bright on FLAIR
     assert mean[3][t1gd] > mean[3][t1] * 1.5  # the rim enhances with gadolinium
     assert mean[3][t1gd] > mean[2][t1gd]  # necrotic core does not

@@ -152,7 +152,9 @@ def preprocessing_key(source: TaskContract | nn.Module, label_scheme: str | Labe
     name = label_scheme or contract.label_scheme
     scheme = get_scheme(name) if name else None
     config = {
-        "contract": dataclasses.asdict(contract),
+        "orientation": contract.orientation,
+        "spacing": contract.spacing,
+        "normalization": contract.normalization,
         "scheme": dataclasses.asdict(scheme) if scheme else None,
         "format": 1,  # bump when the prefix itself changes
     }
