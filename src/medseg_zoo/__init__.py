@@ -16,10 +16,12 @@ from medseg_zoo.errors import (
     PretrainedUnavailableError,
     UnknownModelError,
 )
+from medseg_zoo.hub import CheckpointError, from_pretrained, save_pretrained
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
     "InvalidOverrideError",
     "MedsegZooError",
     "ModelConfig",
@@ -29,7 +31,9 @@ __all__ = [
     "WeightSource",
     "__version__",
     "create_model",
+    "from_pretrained",
     "list_models",
     "model_info",
     "register_model",
+    "save_pretrained",
 ]

@@ -1,0 +1,180 @@
+"""Saving and loading models as a folder: ``config.json`` + ``model.safetensors`` + a ``README.md`` model card.
+
+The folder is self-describing: the registry name and constructor arguments rebuild the network, the task contract
+travels with it, and the weights load strictly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from medseg_zoo._contract import ModelConfig, TaskContract
+from medseg_zoo._registry import get_config
+from medseg_zoo.errors import MedsegZooError
+
+__all__ = ["CheckpointError", "from_pretrained", "save_pretrained"]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(MedsegZooError, ValueError):
+    """A checkpoint folder that is incomplete, malformed, or does not fit its architecture."""
+
+
+def _config(model: nn.Module) -> ModelConfig:
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not isinstance(cfg, ModelConfig) or cfg.contract is None:
+        raise TypeError(f"expected a model from medseg_zoo.create_model, got {type(model).__name__}")
+    return cfg
+
+
+def _write_atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _model_card(cfg: ModelConfig, info: dict[str, Any]) -> str:
+    c = cfg.contract
+    metrics = ", ".join(f"{k}: {v}" for k, v in cfg.metrics.items()) or "none reported"
+    return "\n".join(
+        [
+            "---",
+            "library_name: medseg-zoo",
+            f"license: {cfg.license.lower() or 'other'}",
+            "tags: [medical-imaging, segmentation, 3d]",
+            "---",
+            f"# {cfg.name}",
+            "",
+            f"Architecture: `{cfg.architecture}` ({info['parameters']:,} parameters). {cfg.paper}",
+            "",
+            "## Task contract",
+            "",
+            f"- Inputs, in order: {', '.join(c.in_channels)}",
+            f"- Outputs: {', '.join(c.out_channels)} ({c.activation})",
+            f"- Label scheme: {c.label_scheme or 'none'}",
+            f"- Roi: {'x'.join(map(str, c.roi_size))} voxels; spacing {c.spacing} mm; orientation {c.orientation}",
+            f"- Intensity normalisation: {c.normalization}",
+            "",
+            "## Data and metrics",
+            "",
+            f"Metrics: {metrics}",
+            "",
+            cfg.notes,
+            "",
+            "## Use",
+            "",
+            "```python",
+            "from medseg_zoo import from_pretrained, predict",
+            'model = from_pretrained("path/or/hf-hub:org/repo")',
+            'predict(model, "case.nii.gz", output="seg.nii.gz")',
+            "```",
+            "",
+            f"License: {cfg.license or 'not stated'}",
+            "",
+        ]
+    )
+
+
+def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and a ``README.md`` model card into ``directory``.
+
+    Each file is written to a temporary name and renamed, so an interrupted save never leaves a partial file.
+
+    Returns:
+        The folder.
+    """
+    cfg = _config(model)
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    info = {
+        "format": "medseg-zoo",
+        "format_version": FORMAT_VERSION,
+        "name": cfg.name,
+        "architecture": cfg.architecture,
+        "model_args": dict(cfg.model_args),
+        "contract": dataclasses.asdict(cfg.contract),
+        "license": cfg.license,
+        "paper": cfg.paper,
+        "metrics": dict(cfg.metrics),
+        "notes": cfg.notes,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    _write_atomic(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    _write_atomic(out / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2, default=list)))
+    _write_atomic(out / CARD_NAME, lambda tmp: Path(tmp).write_text(_model_card(cfg, info)))
+    return out
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def from_pretrained(directory: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model saved by :func:`save_pretrained` and load its weights strictly.
+
+    Raises:
+        CheckpointError: If a file is missing or malformed, the architecture is not registered, or the weights do
+            not match the architecture (missing, unexpected or mis-shaped keys are listed).
+    """
+    from medseg_zoo._factory import create_model
+
+    folder = Path(directory)
+    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise CheckpointError(f"{path}: not found; a checkpoint folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        info = json.loads(config_path.read_text())
+        contract = TaskContract(**{k: _tuples(v) for k, v in info["contract"].items()})
+        name, model_args = info["name"], {k: _tuples(v) for k, v in info["model_args"].items()}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{config_path}: not a medseg-zoo config ({type(exc).__name__}: {exc})") from None
+    base = get_config(name)
+    if base.architecture != info.get("architecture", base.architecture):
+        raise CheckpointError(
+            f"{config_path}: saved from {info['architecture']}, but {name!r} is now {base.architecture}"
+        )
+    roi = {base.roi_arg: contract.roi_size} if base.roi_arg else {}
+    with torch.device("meta"):  # no throw-away random initialisation; the weights replace everything
+        model = create_model(
+            name, in_channels=contract.in_channels, out_channels=contract.out_channels, **model_args, **roi
+        )
+    try:
+        state = load_file(weights_path, device=str(map_location))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights_path}: cannot read the weights ({exc})") from None
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{weights_path}: weights do not fit {name} ({exc})") from None
+    unset = [k for k, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if unset:
+        raise CheckpointError(f"{weights_path}: no values for {', '.join(unset)}")
+    model.pretrained_cfg = model.pretrained_cfg.replace(
+        contract=contract,
+        license=info.get("license", ""),
+        paper=info.get("paper", ""),
+        metrics=info.get("metrics", {}),
+        notes=info.get("notes", ""),
+    )
+    return model.eval()

@@ -1,0 +1,70 @@
+import json
+
+import pytest
+import torch
+
+import medseg_zoo as mz
+from medseg_zoo._registry import get_config
+from medseg_zoo.hub import CheckpointError
+
+
+def _tiny(name):
+    cfg = get_config(name)
+    channels = {} if cfg.contract else {"in_channels": 2, "out_channels": 3}
+    return mz.create_model(name, **channels, **cfg.tiny_args).eval()
+
+
+@pytest.mark.parametrize("name", mz.list_models())
+def test_round_trip(name, tmp_path):
+    model = _tiny(name)
+    folder = mz.save_pretrained(model, tmp_path / name)
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    loaded = mz.from_pretrained(folder)
+    assert loaded.pretrained_cfg.contract == model.pretrained_cfg.contract
+    assert loaded.pretrained_cfg.model_args == model.pretrained_cfg.model_args
+    x = torch.randn(1, len(model.pretrained_cfg.contract.in_channels), 32, 32, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_model_card_states_the_contract(tmp_path):
+    folder = mz.save_pretrained(_tiny("unetr_brats"), tmp_path)
+    card = (folder / "README.md").read_text()
+    assert "Inputs, in order: FLAIR, T1w, T1gd, T2w" in card and "Outputs: TC, WT, ET (sigmoid)" in card
+    assert "Label scheme: msd_task01" in card and "license: apache-2.0" in card
+
+
+def test_missing_files(tmp_path):
+    with pytest.raises(CheckpointError, match=r"config\.json: not found; a checkpoint folder holds"):
+        mz.from_pretrained(tmp_path)
+
+
+def test_weights_that_do_not_fit(tmp_path):
+    folder = mz.save_pretrained(_tiny("unetr_brats"), tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_args"]["feature_size"] = 8
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        CheckpointError, match=r"(?s)model\.safetensors: weights do not fit unetr_brats .*size mismatch"
+    ):
+        mz.from_pretrained(folder)
+
+
+def test_truncated_weights(tmp_path):
+    folder = mz.save_pretrained(_tiny("unet_brats"), tmp_path)
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: cannot read the weights"):
+        mz.from_pretrained(folder)
+
+
+def test_malformed_config(tmp_path):
+    folder = mz.save_pretrained(_tiny("unet_brats"), tmp_path)
+    (folder / "config.json").write_text('{"name": "unet_brats"}')
+    with pytest.raises(CheckpointError, match=r"config\.json: not a medseg-zoo config \(KeyError"):
+        mz.from_pretrained(folder)
+
+
+def test_only_zoo_models_can_be_saved(tmp_path):
+    with pytest.raises(TypeError, match=r"expected a model from medseg_zoo\.create_model, got Linear"):
+        mz.save_pretrained(torch.nn.Linear(1, 1), tmp_path)
