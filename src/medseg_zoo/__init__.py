@@ -17,14 +17,17 @@ from medseg_zoo.errors import (
     UnknownModelError,
 )
 from medseg_zoo.hub import CheckpointError, from_pretrained, save_pretrained
+from medseg_zoo.inference import InputError, Predictor, predict
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "InputError",
     "InvalidOverrideError",
     "MedsegZooError",
     "ModelConfig",
+    "Predictor",
     "PretrainedUnavailableError",
     "TaskContract",
     "UnknownModelError",
@@ -34,6 +37,7 @@ __all__ = [
     "from_pretrained",
     "list_models",
     "model_info",
+    "predict",
     "register_model",
     "save_pretrained",
 ]

@@ -74,7 +74,11 @@ def _normalize(contract: TaskContract) -> list[MapTransform]:
 
 
 def preprocessing_transforms(
-    source: TaskContract | nn.Module, *, label_scheme: str | LabelScheme | None = None, with_label: bool = True
+    source: TaskContract | nn.Module,
+    *,
+    label_scheme: str | LabelScheme | None = None,
+    with_label: bool = True,
+    load: bool = True,
 ) -> list[MapTransform]:
     """The deterministic prefix: load, channel-first, reorient, resample, normalise, labels -> outputs.
 
@@ -83,12 +87,12 @@ def preprocessing_transforms(
         label_scheme: The scheme of the data's label maps; defaults to the contract's. For region outputs the
             label map becomes the contract's regions (e.g. TC, WT, ET from BraTS 2021 or MSD Task01 labels).
         with_label: Include the ``"label"`` key.
+        load: Start by loading files; without, the items are channel-first ``MetaTensor``s with their affine.
     """
     contract = _contract(source)
     keys = [IMAGE, LABEL] if with_label else [IMAGE]
-    steps: list[MapTransform] = [
-        LoadImaged(keys, image_only=True),
-        EnsureChannelFirstd(keys),
+    steps: list[MapTransform] = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys)] if load else []
+    steps += [
         Orientationd(keys, axcodes=contract.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))),
     ]
     if contract.spacing is not None:

@@ -1,0 +1,152 @@
+"""Reading inputs for prediction (with their geometry) and writing NIfTI outputs on the same grid."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from medseg_zoo.errors import MedsegZooError
+
+__all__ = ["InputError", "Inputs", "Volume", "load_volume", "save_nifti"]
+
+AFFINE_TOLERANCE_MM = 1e-3
+
+Inputs = str | os.PathLike | Mapping[str, str | os.PathLike] | tuple[Any, Any]
+
+
+class InputError(MedsegZooError, ValueError):
+    """An input that cannot be predicted: unreadable, wrong channels, non-finite values."""
+
+
+@dataclass
+class Volume:
+    """A multi-channel volume and its geometry.
+
+    Attributes:
+        data: ``(C, X, Y, Z)`` float32 intensities, channels in the model's order.
+        affine: 4x4 voxel-to-world (RAS mm) matrix.
+        header: The NIfTI header of the (first) input file, kept for the output; ``None`` for arrays.
+        source: What the volume was read from, for messages.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    header: nib.Nifti1Header | None
+    source: str
+
+
+def _read(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        img = nib.load(path)
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as exc:  # nibabel raises many types for truncated or corrupt files
+        raise InputError(f"{path}: cannot read the image ({type(exc).__name__}: {exc})") from None
+    return data, img
+
+
+def _finite(data: np.ndarray, source: str) -> None:
+    bad = ~np.isfinite(data)
+    if bad.any():
+        raise InputError(f"{source}: {int(bad.sum())} NaN/inf voxel(s); expected finite intensities")
+
+
+def load_volume(inputs: Inputs, channels: Sequence[str]) -> Volume:
+    """Read a prediction input and check it against the model's input channels.
+
+    Args:
+        inputs: A 4-D NIfTI path (channels last, in the model's order); or ``{channel name: 3-D NIfTI path}``
+            for every channel of the model; or ``(array, affine)`` with a ``(C, X, Y, Z)`` numpy/torch array.
+        channels: The model's input channel names, in order.
+
+    Raises:
+        InputError: Unreadable or truncated file, wrong channel count or names, 3-D where 4-D is needed,
+            mismatched grids, NaN/inf voxels. The message names the file and what was expected.
+    """
+    names = ", ".join(channels)
+    if isinstance(inputs, tuple):
+        array, affine = inputs
+        data = np.asarray(array.detach().cpu() if isinstance(array, torch.Tensor) else array, dtype=np.float32)
+        affine = np.asarray(affine, dtype=np.float64)
+        if data.ndim != 4 or data.shape[0] != len(channels) or affine.shape != (4, 4):
+            raise InputError(
+                f"array input: shape {data.shape} with affine {affine.shape}; expected ({len(channels)}, X, Y, Z) "
+                f"channels first ({names}) and a 4x4 affine"
+            )
+        _finite(data, "array input")
+        return Volume(data, affine, None, "array input")
+
+    if isinstance(inputs, Mapping):
+        missing = [c for c in channels if c not in inputs]
+        extra = [c for c in inputs if c not in channels]
+        if missing or extra:
+            raise InputError(
+                f"per-channel inputs: missing {missing or 'none'}, unexpected {extra or 'none'}; the model reads "
+                f"{names}"
+            )
+        arrays = []
+        first = None
+        for name in channels:
+            path = Path(inputs[name])
+            data, img = _read(path)
+            if data.ndim != 3:
+                raise InputError(f"{path}: channel {name} has shape {data.shape}; expected a 3-D image")
+            if first is None:
+                first = (path, img)
+            elif data.shape != first[1].shape or not np.allclose(img.affine, first[1].affine, atol=AFFINE_TOLERANCE_MM):
+                raise InputError(
+                    f"{path}: grid {data.shape} differs from {first[0]} {first[1].shape} (shape or affine); "
+                    "every channel must share one grid"
+                )
+            _finite(data, str(path))
+            arrays.append(data)
+        return Volume(np.stack(arrays), first[1].affine, first[1].header.copy(), str(first[0]))
+
+    path = Path(inputs)
+    data, img = _read(path)
+    if data.ndim == 3 and len(channels) == 1:
+        data = data[..., None]
+    if data.ndim != 4 or data.shape[3] != len(channels):
+        found = f"has {data.shape[3]} channels" if data.ndim == 4 else "has no channel axis"
+        raise InputError(
+            f"{path}: image shape {data.shape} {found}; expected a 4-D image (X, Y, Z, {len(channels)}) with "
+            f"channels {names}, or one 3-D file per channel"
+        )
+    _finite(data, str(path))
+    return Volume(np.ascontiguousarray(np.moveaxis(data, -1, 0)), img.affine, img.header.copy(), str(path))
+
+
+def save_nifti(data: np.ndarray, reference: Volume, path: str | os.PathLike) -> Path:
+    """Write ``data`` (X, Y, Z[, C]) on the reference's grid, atomically (temporary file, then rename).
+
+    The reference's header is kept — qform and sform with their codes, units, descriptions — with the data type
+    of ``data`` and no intensity scaling.
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = reference.header.copy() if reference.header is not None else nib.Nifti1Header()
+    img = nib.Nifti1Image(data, reference.affine, header=header)
+    img.set_data_dtype(data.dtype)
+    img.header.set_slope_inter(np.nan, np.nan)
+    if reference.header is not None:
+        img.set_qform(reference.header.get_qform(), code=int(reference.header["qform_code"]))
+        img.set_sform(reference.header.get_sform(), code=int(reference.header["sform_code"]))
+    suffix = "".join(out.suffixes[-2:]) or ".nii.gz"
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out

@@ -1,0 +1,255 @@
+"""Whole-volume prediction in the input's own geometry: preprocessing from the model's contract, sliding-window
+inference with optional flip test-time augmentation and model ensembles, and the inverse resampling."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import os
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.inferers import sliding_window_inference
+from monai.transforms import Compose
+from torch import nn
+
+from medseg_zoo._contract import TaskContract
+from medseg_zoo.inference.io import Inputs, Volume, load_volume, save_nifti
+from medseg_zoo.transforms.labels import get_scheme, regions_to_labels
+from medseg_zoo.transforms.presets import preprocessing_transforms
+
+__all__ = ["Predictor", "predict"]
+
+Output = Literal["labels", "probabilities", "regions"]
+CHANNEL_CHUNK = 2  # probability channels resampled to the input grid at a time: bounds memory for many classes
+
+
+def _contract(model: nn.Module) -> TaskContract:
+    cfg = getattr(model, "pretrained_cfg", None)
+    if cfg is None or cfg.contract is None:
+        raise TypeError(f"expected a model from medseg_zoo.create_model or from_pretrained, got {type(model).__name__}")
+    return cfg.contract
+
+
+def _bf16_supported_on_cpu() -> bool:
+    """Native bf16 arithmetic (AVX512-BF16 or AMX); elsewhere bf16 autocast is emulated and slower."""
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(check is not None and check() for check in checks)
+
+
+def _shared(contract: TaskContract) -> TaskContract:
+    """What ensemble members must share: everything but the roi."""
+    return dataclasses.replace(contract, roi_size=(1, 1, 1))
+
+
+class Predictor:
+    """Predicts volumes with one model or an ensemble, keeping the models loaded across calls.
+
+    Args:
+        models: A model from :func:`medseg_zoo.create_model` / :func:`medseg_zoo.from_pretrained`, or several
+            with the same contract (their probabilities are averaged).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        overlap: Sliding-window overlap, in [0, 1).
+        blend: ``"gaussian"`` or ``"constant"`` blending of overlapping windows.
+        sw_batch_size: Windows per forward pass.
+        tta: Average over the 8 flips of the three spatial axes (8x the time).
+        amp: Mixed precision: ``None`` picks bf16 on CUDA and on CPUs with native bf16, else off; ``True``
+            or ``False`` force it.
+        aggregation_device: Where window outputs are accumulated (default: ``device``; ``"cpu"`` saves GPU
+            memory on large volumes).
+        progress: Show a progress bar over windows.
+    """
+
+    def __init__(
+        self,
+        models: nn.Module | Sequence[nn.Module],
+        *,
+        device: str | torch.device = "auto",
+        overlap: float = 0.5,
+        blend: Literal["gaussian", "constant"] = "gaussian",
+        sw_batch_size: int = 2,
+        tta: bool = False,
+        amp: bool | None = None,
+        aggregation_device: str | torch.device | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.models = list(models) if isinstance(models, Sequence) else [models]
+        if not self.models:
+            raise ValueError("Predictor needs at least one model")
+        self.contract = _contract(self.models[0])
+        for other in self.models[1:]:
+            c = _contract(other)
+            if _shared(c) != _shared(self.contract):
+                raise ValueError(
+                    f"ensemble members must share a contract (channels, outputs, spacing, orientation, "
+                    f"normalisation, labels); got {self.contract} and {c}"
+                )
+        if not 0 <= overlap < 1:
+            raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+        if blend not in ("gaussian", "constant"):
+            raise ValueError(f"blend must be 'gaussian' or 'constant', got {blend!r}")
+        self.device = (
+            torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
+        )
+        self.aggregation_device = torch.device(aggregation_device) if aggregation_device else self.device
+        self.overlap, self.blend, self.sw_batch_size, self.tta, self.progress = (
+            overlap,
+            blend,
+            sw_batch_size,
+            tta,
+            progress,
+        )
+        if amp is None:
+            amp = self.device.type == "cuda" or (self.device.type == "cpu" and _bf16_supported_on_cpu())
+        self.amp_dtype = (
+            (torch.bfloat16 if self.device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16)
+            if amp
+            else None
+        )
+        for model in self.models:
+            model.to(self.device).eval()
+        self.preprocess = Compose(preprocessing_transforms(self.contract, with_label=False, load=False))
+
+    # --- steps --------------------------------------------------------------------------------------------------
+
+    def _activation(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits) if self.contract.activation == "sigmoid" else torch.softmax(logits, dim=1)
+
+    def _window(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        flips = [()] + ([d for r in (1, 2, 3) for d in itertools.combinations((2, 3, 4), r)] if self.tta else [])
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            total = None
+            for dims in flips:
+                xi = x.flip(dims) if dims else x
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    logits = model(xi)
+                probs = self._activation(logits.float())
+                probs = probs.flip(dims) if dims else probs
+                total = probs if total is None else total + probs
+            return total / len(flips)
+
+        return run
+
+    @torch.inference_mode()
+    def model_grid_probabilities(self, volume: Volume) -> MetaTensor:
+        """Probabilities ``(C_out, ...)`` on the model's grid (reoriented, resampled), as a MetaTensor whose
+        applied operations lead back to the input grid."""
+        image = MetaTensor(torch.from_numpy(volume.data), affine=torch.as_tensor(volume.affine))
+        pre = self.preprocess({"image": image})["image"]
+        x = pre.as_tensor()[None].to(self.device)
+        total = None
+        for model in self.models:
+            probs = sliding_window_inference(
+                x,
+                _contract(model).roi_size,
+                self.sw_batch_size,
+                self._window(model),
+                overlap=self.overlap,
+                mode=self.blend,
+                sw_device=self.device,
+                device=self.aggregation_device,
+                progress=self.progress,
+            )[0]
+            total = probs if total is None else total.add_(probs)
+        total = (total / len(self.models)).cpu()
+        return MetaTensor(total, meta=dict(pre.meta), applied_operations=pre.applied_operations)
+
+    def _to_input_grid(self, probs: MetaTensor, channels: slice, volume: Volume) -> np.ndarray:
+        chunk = MetaTensor(
+            probs.as_tensor()[channels],
+            meta=dict(probs.meta),
+            applied_operations=copy.deepcopy(probs.applied_operations),
+        )
+        out = self.preprocess.inverse({"image": chunk})["image"]
+        out = np.asarray(out.as_tensor() if isinstance(out, MetaTensor) else out)
+        if out.shape[1:] != volume.data.shape[1:]:  # never expected: the inverse restores the grid
+            raise RuntimeError(f"inverse resampling gave {out.shape[1:]}, input grid is {volume.data.shape[1:]}")
+        return out
+
+    def predict_volume(self, volume: Volume, output: Output = "labels") -> np.ndarray:
+        """The prediction on the input grid: labels ``(X, Y, Z)`` uint8 in the contract's label scheme,
+        region/class masks ``(X, Y, Z, C)`` uint8, or probabilities ``(X, Y, Z, C)`` float32."""
+        if output not in ("labels", "probabilities", "regions"):
+            raise ValueError(f"output must be 'labels', 'probabilities' or 'regions', got {output!r}")
+        probs = self.model_grid_probabilities(volume)
+        n = probs.shape[0]
+        chunks = [slice(i, min(i + CHANNEL_CHUNK, n)) for i in range(0, n, CHANNEL_CHUNK)]
+        spatial = volume.data.shape[1:]
+        if output == "probabilities":
+            out = np.empty((*spatial, n), dtype=np.float32)
+            for s in chunks:
+                out[..., s] = np.moveaxis(self._to_input_grid(probs, s, volume), 0, -1)
+            return out
+        if self.contract.activation == "sigmoid":
+            masks = np.empty((n, *spatial), dtype=np.uint8)
+            for s in chunks:
+                masks[s] = self._to_input_grid(probs, s, volume) > 0.5
+            if output == "regions":
+                return np.moveaxis(masks, 0, -1)
+            if not self.contract.label_scheme:
+                raise ValueError("the model's contract names no label scheme: ask for output='regions'")
+            return regions_to_labels(masks, get_scheme(self.contract.label_scheme))
+        # softmax: running argmax over channel chunks, never holding every class on the input grid
+        best = np.full(spatial, -1.0, dtype=np.float32)
+        index = np.zeros(spatial, dtype=np.uint8)
+        for s in chunks:
+            part = self._to_input_grid(probs, s, volume)
+            for offset, channel in enumerate(part):
+                better = channel > best
+                best[better] = channel[better]
+                index[better] = s.start + offset
+        if output == "regions":
+            return np.eye(n, dtype=np.uint8)[index]
+        if self.contract.label_scheme:
+            values = np.array(sorted(get_scheme(self.contract.label_scheme).labels), dtype=np.uint8)
+            return values[index]
+        return index
+
+    def __call__(
+        self, inputs: Inputs, output: str | os.PathLike | None = None, *, kind: Output = "labels"
+    ) -> nib.Nifti1Image:
+        """Predict one case; write it to ``output`` (atomically) if given.
+
+        Args:
+            inputs: See :func:`medseg_zoo.inference.io.load_volume`.
+            output: NIfTI path to write.
+            kind: ``"labels"``, ``"regions"`` or ``"probabilities"``.
+
+        Returns:
+            The prediction as a NIfTI image on the input's grid, with the input's affine and header.
+        """
+        volume = load_volume(inputs, self.contract.in_channels)
+        data = self.predict_volume(volume, kind)
+        if output is not None:
+            save_nifti(data, volume, output)
+        header = volume.header.copy() if volume.header is not None else None
+        img = nib.Nifti1Image(data, volume.affine, header=header)
+        img.set_data_dtype(data.dtype)
+        img.header.set_slope_inter(np.nan, np.nan)
+        return img
+
+
+def predict(
+    model: nn.Module | Sequence[nn.Module],
+    inputs: Inputs,
+    output: str | os.PathLike | None = None,
+    *,
+    kind: Output = "labels",
+    **options,
+) -> nib.Nifti1Image:
+    """Predict one case with a model (or an ensemble) and return / write it on the input's grid.
+
+    Args:
+        model: One model or several with the same contract.
+        inputs: A 4-D NIfTI path; ``{channel name: path}``; or ``(array (C, X, Y, Z), affine)``.
+        output: NIfTI path to write (atomically).
+        kind: ``"labels"`` (uint8, the contract's label scheme), ``"regions"`` or ``"probabilities"``.
+        **options: :class:`Predictor` options (``device``, ``overlap``, ``tta``, ``amp``, ...).
+    """
+    return Predictor(model, **options)(inputs, output, kind=kind)
