@@ -3,6 +3,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
+import pytest
+
 from medseg_zoo.cli import main
 
 
@@ -58,3 +62,42 @@ def test_check_data_reports_problems_with_exit_1(msd_dataset, capsys):
 def test_check_data_on_a_missing_folder(tmp_path, capsys):
     assert main(["check-data", str(tmp_path / "nope")]) == 2
     assert "nope: no such folder" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    import medseg_zoo as mz
+
+    model = mz.create_model("unet_brats", channels=(4, 8), strides=(2,), num_res_units=1)
+    return mz.save_pretrained(model, tmp_path_factory.mktemp("ckpt"))
+
+
+def test_predict_a_folder(msd_dataset, checkpoint, tmp_path, capsys):
+    out = tmp_path / "preds"
+    args = ["predict", "--checkpoint", str(checkpoint), "-i", str(msd_dataset / "imagesTr"), "-o", str(out)]
+    assert main([*args, "--amp", "off", "--overlap", "0.25"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"BRATS_00{i}.nii.gz" for i in range(4)]
+    for name in names:
+        pred, src = nib.load(out / name), nib.load(msd_dataset / "imagesTr" / name)
+        assert pred.shape == src.shape[:3] and np.array_equal(pred.affine, src.affine)
+        assert pred.get_data_dtype() == np.uint8
+
+
+def test_predict_one_case_from_channel_files(msd_dataset, checkpoint, tmp_path):
+    img = nib.load(msd_dataset / "imagesTr" / "BRATS_000.nii.gz")
+    data = np.asanyarray(img.dataobj)
+    items = []
+    for c, name in enumerate(("FLAIR", "T1w", "T1gd", "T2w")):
+        nib.save(nib.Nifti1Image(data[..., c], img.affine), tmp_path / f"{name}.nii.gz")
+        items.append(f"{name}={tmp_path / f'{name}.nii.gz'}")
+    out = tmp_path / "seg.nii.gz"
+    assert main(["predict", "--checkpoint", str(checkpoint), "-i", *items, "-o", str(out), "--kind", "regions"]) == 0
+    assert nib.load(out).shape == (*img.shape[:3], 3)
+
+
+def test_predict_errors_are_hints(checkpoint, tmp_path, capsys):
+    assert main(["predict", "--checkpoint", str(checkpoint), "-i", str(tmp_path / "no.nii.gz"), "-o", "x.nii.gz"]) == 2
+    assert "no.nii.gz: file not found" in capsys.readouterr().err
+    assert main(["predict", "-m", "unetr_brats", "-i", "a.nii.gz", "-o", "b.nii.gz"]) == 2
+    assert "the weights of unetr_brats are not published yet" in capsys.readouterr().err
