@@ -3,9 +3,9 @@ inference with optional flip test-time augmentation and model ensembles, and the
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
-from monai.transforms import Compose
+from monai.transforms import Compose, Invertd
 from torch import nn
 
 from medseg_zoo._contract import TaskContract
@@ -27,6 +27,8 @@ __all__ = ["Predictor", "predict"]
 
 Output = Literal["labels", "probabilities", "regions"]
 CHANNEL_CHUNK = 2  # probability channels resampled to the input grid at a time: bounds memory for many classes
+PROBABILITY_BUDGET = 1 << 30  # bytes of model-grid float16 probabilities; above, decide on the model grid
+SLAB_BUDGET = 1 << 29  # bytes of float32 window outputs aggregated at a time
 
 
 def _contract(model: nn.Module) -> TaskContract:
@@ -136,13 +138,8 @@ class Predictor:
 
         return run
 
-    @torch.inference_mode()
-    def model_grid_probabilities(self, volume: Volume) -> MetaTensor:
-        """Probabilities ``(C_out, ...)`` on the model's grid (reoriented, resampled), as a MetaTensor whose
-        applied operations lead back to the input grid."""
-        image = MetaTensor(torch.from_numpy(volume.data), affine=torch.as_tensor(volume.affine))
-        pre = self.preprocess({"image": image})["image"]
-        x = pre.as_tensor()[None].to(self.device)
+    def _sliding(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean probabilities ``(C_out, ...)`` of the models over one ``(1, C_in, ...)`` input."""
         total = None
         for model in self.models:
             probs = sliding_window_inference(
@@ -157,59 +154,97 @@ class Predictor:
                 progress=self.progress,
             )[0]
             total = probs if total is None else total.add_(probs)
-        total = (total / len(self.models)).cpu()
-        return MetaTensor(total, meta=dict(pre.meta), applied_operations=pre.applied_operations)
+        return (total / len(self.models)).cpu()
 
-    def _to_input_grid(self, probs: MetaTensor, channels: slice, volume: Volume) -> np.ndarray:
-        chunk = MetaTensor(
-            probs.as_tensor()[channels],
-            meta=dict(probs.meta),
-            applied_operations=copy.deepcopy(probs.applied_operations),
-        )
-        out = self.preprocess.inverse({"image": chunk})["image"]
+    def _slabs(self, x: torch.Tensor, store: Callable[[torch.Tensor, slice], None]) -> None:
+        """Run :meth:`_sliding` over slabs along the last axis, each with half a roi of context on both sides,
+        so at most about ``SLAB_BUDGET`` bytes of window outputs are aggregated at once."""
+        *_, nx, ny, nz = x.shape
+        roi_z = max(_contract(m).roi_size[2] for m in self.models)
+        bytes_per_plane = 4 * (len(self.contract.out_channels) + 1) * nx * ny  # outputs and the blending count
+        halo = roi_z // 2
+        core = max(roi_z, SLAB_BUDGET // bytes_per_plane - 2 * halo)
+        for start in range(0, nz, core):
+            stop = min(nz, start + core)
+            lo, hi = max(0, start - halo), min(nz, stop + halo)
+            store(self._sliding(x[..., lo:hi])[..., start - lo : stop - lo], slice(start, stop))
+
+    def _invert(self, pre: MetaTensor, data: torch.Tensor, volume: Volume, nearest: bool) -> np.ndarray:
+        """Model-grid ``(C, ...)`` data back on the input grid (the inverse of reorientation and resampling)."""
+        invert = Invertd("pred", self.preprocess, orig_keys="image", nearest_interp=nearest)
+        out = invert({"image": pre, "pred": MetaTensor(data)})["pred"]
         out = np.asarray(out.as_tensor() if isinstance(out, MetaTensor) else out)
         if out.shape[1:] != volume.data.shape[1:]:  # never expected: the inverse restores the grid
             raise RuntimeError(f"inverse resampling gave {out.shape[1:]}, input grid is {volume.data.shape[1:]}")
         return out
 
+    @torch.inference_mode()
     def predict_volume(self, volume: Volume, output: Output = "labels") -> np.ndarray:
         """The prediction on the input grid: labels ``(X, Y, Z)`` uint8 in the contract's label scheme,
-        region/class masks ``(X, Y, Z, C)`` uint8, or probabilities ``(X, Y, Z, C)`` float32."""
+        region/class masks ``(X, Y, Z, C)`` uint8, or probabilities ``(X, Y, Z, C)`` float32.
+
+        Probabilities are kept on the model grid in float16 and resampled to the input grid a few channels at a
+        time, where they are thresholded (sigmoid) or compared (softmax). When they would exceed
+        ``PROBABILITY_BUDGET`` bytes (large volumes with many classes) and labels or regions are asked for, the
+        decision is taken on the model grid instead and the uint8 result is brought back nearest-neighbour.
+        """
         if output not in ("labels", "probabilities", "regions"):
             raise ValueError(f"output must be 'labels', 'probabilities' or 'regions', got {output!r}")
-        probs = self.model_grid_probabilities(volume)
-        n = probs.shape[0]
-        chunks = [slice(i, min(i + CHANNEL_CHUNK, n)) for i in range(0, n, CHANNEL_CHUNK)]
+        image = MetaTensor(torch.from_numpy(volume.data), affine=torch.as_tensor(volume.affine))
+        pre = self.preprocess({"image": image})["image"]
+        x = pre.as_tensor()[None]
+        n = len(self.contract.out_channels)
+        grid = tuple(x.shape[2:])
+        sigmoid = self.contract.activation == "sigmoid"
         spatial = volume.data.shape[1:]
+
+        if output != "probabilities" and n * math.prod(grid) * 2 > PROBABILITY_BUDGET:
+            decided = torch.empty((n if sigmoid else 1, *grid), dtype=torch.uint8)
+
+            def decide(p: torch.Tensor, s: slice) -> None:
+                decided[..., s] = (p > 0.5) if sigmoid else p.argmax(0, keepdim=True)
+
+            self._slabs(x, decide)
+            back = self._invert(pre, decided, volume, nearest=True).astype(np.uint8)
+            return self._finish(back if sigmoid else back[0], output, n)
+
+        probs = torch.empty((n, *grid), dtype=torch.float16)
+        self._slabs(x, lambda p, s: probs[..., s].copy_(p))
+        chunks = [slice(i, min(i + CHANNEL_CHUNK, n)) for i in range(0, n, CHANNEL_CHUNK)]
         if output == "probabilities":
             out = np.empty((*spatial, n), dtype=np.float32)
-            for s in chunks:
-                out[..., s] = np.moveaxis(self._to_input_grid(probs, s, volume), 0, -1)
+            for c in chunks:
+                out[..., c] = np.moveaxis(self._invert(pre, probs[c].float(), volume, nearest=False), 0, -1)
             return out
-        if self.contract.activation == "sigmoid":
+        if sigmoid:
             masks = np.empty((n, *spatial), dtype=np.uint8)
-            for s in chunks:
-                masks[s] = self._to_input_grid(probs, s, volume) > 0.5
-            if output == "regions":
-                return np.moveaxis(masks, 0, -1)
-            if not self.contract.label_scheme:
-                raise ValueError("the model's contract names no label scheme: ask for output='regions'")
-            return regions_to_labels(masks, get_scheme(self.contract.label_scheme))
+            for c in chunks:
+                masks[c] = self._invert(pre, probs[c].float(), volume, nearest=False) > 0.5
+            return self._finish(masks, output, n)
         # softmax: running argmax over channel chunks, never holding every class on the input grid
         best = np.full(spatial, -1.0, dtype=np.float32)
         index = np.zeros(spatial, dtype=np.uint8)
-        for s in chunks:
-            part = self._to_input_grid(probs, s, volume)
-            for offset, channel in enumerate(part):
+        for c in chunks:
+            for offset, channel in enumerate(self._invert(pre, probs[c].float(), volume, nearest=False)):
                 better = channel > best
                 best[better] = channel[better]
-                index[better] = s.start + offset
+                index[better] = c.start + offset
+        return self._finish(index, output, n)
+
+    def _finish(self, decided: np.ndarray, output: Output, n: int) -> np.ndarray:
+        """Masks ``(C, X, Y, Z)`` (sigmoid) or class indices ``(X, Y, Z)`` (softmax) -> the requested output."""
+        scheme = get_scheme(self.contract.label_scheme) if self.contract.label_scheme else None
+        if self.contract.activation == "sigmoid":
+            if output == "regions":
+                return np.moveaxis(decided, 0, -1)
+            if scheme is None:
+                raise ValueError("the model's contract names no label scheme: ask for output='regions'")
+            return regions_to_labels(decided, scheme)
         if output == "regions":
-            return np.eye(n, dtype=np.uint8)[index]
-        if self.contract.label_scheme:
-            values = np.array(sorted(get_scheme(self.contract.label_scheme).labels), dtype=np.uint8)
-            return values[index]
-        return index
+            return np.eye(n, dtype=np.uint8)[decided]
+        if scheme is not None:
+            return np.array(sorted(scheme.labels), dtype=np.uint8)[decided]
+        return decided
 
     def __call__(
         self, inputs: Inputs, output: str | os.PathLike | None = None, *, kind: Output = "labels"
