@@ -8,7 +8,7 @@ import itertools
 import math
 import os
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import nibabel as nib
 import numpy as np
@@ -276,7 +276,7 @@ def predict(
     output: str | os.PathLike | None = None,
     *,
     kind: Output = "labels",
-    **options,
+    **options: Any,
 ) -> nib.Nifti1Image:
     """Predict one case with a model (or an ensemble) and return / write it on the input's grid.
 

@@ -1,0 +1,179 @@
+"""Whole-case inference, file to file: medseg-zoo's Predictor against a MONAI pipeline doing the same job.
+
+Both read the same 4 x 240 x 240 x 155 NIfTI (a synthetic BraTS-size case), reorient to RAS, resample to
+1.5 x 1.5 x 2.0 mm, normalise, run sliding-window inference with the same network and weights (roi 128x128x64,
+overlap 0.5, Gaussian blending, 2 windows per batch), bring the sigmoid outputs back to the input grid, threshold
+them and write an msd_task01 label map. MONAI's side is LoadImaged, EnsureChannelFirstd, Orientationd, Spacingd,
+NormalizeIntensityd, sliding_window_inference, Activationsd, Invertd, AsDiscreted, SaveImage. Runs alternate.
+
+A second part measures peak memory (RSS) of predicting a 1 x 512 x 512 x 400 volume with 14 classes, in a fresh
+process.
+
+    python benchmarks/bench_inference.py --repeats 3 --output docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.inferers import sliding_window_inference
+from monai.transforms import (
+    Activationsd,
+    AsDiscreted,
+    Compose,
+    EnsureChannelFirstd,
+    Invertd,
+    LoadImaged,
+    NormalizeIntensityd,
+    Orientationd,
+    SaveImage,
+    Spacingd,
+)
+
+import medseg_zoo as mz
+from _report import command, machine, write_section
+from medseg_zoo.data.synthetic import make_case
+from medseg_zoo.transforms import regions_to_labels
+
+SHAPE = (240, 240, 155)
+BRATS_AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239], [0, 0, 1.0, 0], [0, 0, 0, 1]])  # LPS, 1 mm
+
+
+def monai_pipeline(model: torch.nn.Module, image: Path, out: Path) -> None:
+    c = model.pretrained_cfg.contract
+    pre = Compose(
+        [
+            LoadImaged("image", image_only=True),
+            EnsureChannelFirstd("image"),
+            Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+            Spacingd("image", pixdim=c.spacing, mode="bilinear"),
+            NormalizeIntensityd("image", nonzero=True, channel_wise=True),
+        ]
+    )
+    post = Compose(
+        [
+            Activationsd("pred", sigmoid=True),
+            Invertd("pred", pre, orig_keys="image", nearest_interp=False),
+            AsDiscreted("pred", threshold=0.5),
+        ]
+    )
+    with torch.inference_mode():
+        data = pre({"image": str(image)})
+        logits = sliding_window_inference(data["image"][None], c.roi_size, 2, model, overlap=0.5, mode="gaussian")[0]
+        data["pred"] = MetaTensor(logits, meta=data["image"].meta)
+        data = post(data)
+    regions = data["pred"]
+    labels = MetaTensor(torch.from_numpy(regions_to_labels(regions.numpy(), c.label_scheme))[None], meta=regions.meta)
+    SaveImage(output_dir=out.parent, output_postfix="", separate_folder=False, output_dtype=np.uint8, resample=False)(
+        labels, meta_data={**labels.meta, "filename_or_obj": str(out.with_suffix("").with_suffix(""))}
+    )
+
+
+def memory_run(folder: Path) -> dict:
+    """Peak RSS of predicting 1 x 512 x 512 x 400 with 14 classes, in a fresh process."""
+    script = f"""
+import json, resource, time
+import nibabel as nib, numpy as np, torch
+import medseg_zoo as mz
+path = "{folder}/big.nii"
+rng = np.random.default_rng(0)
+nib.save(nib.Nifti1Image(rng.normal(size=(512, 512, 400)).astype(np.float32), np.eye(4)), path)
+del rng
+torch.manual_seed(0)
+model = mz.create_model("unet", in_channels=1, out_channels=14, channels=(8, 16), strides=(2,), num_res_units=1)
+model.pretrained_cfg = model.pretrained_cfg.replace(contract=model.pretrained_cfg.contract.__class__(
+    in_channels=("CT",), out_channels=tuple(f"class_{{i}}" for i in range(14)), activation="softmax",
+    roi_size=(128, 128, 128), spacing=None, normalization="zscore_channelwise"))
+start = time.perf_counter()
+mz.predict(model, path, "{folder}/big_seg.nii.gz", overlap=0.25, amp=False)
+seconds = time.perf_counter() - start
+out = nib.load("{folder}/big_seg.nii.gz")
+print(json.dumps({{"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                  "seconds": seconds, "shape": list(out.shape), "dtype": str(out.get_data_dtype())}}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per pipeline")
+    parser.add_argument("--model", default="unetr_brats", help="BraTS model to run (random seeded weights)")
+    parser.add_argument("--output", type=Path, help="markdown file whose 'inference' section gets the table")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the 512x512x400 memory run")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    model = mz.create_model(args.model).eval()
+    tmp = Path(tempfile.mkdtemp(prefix="medseg-bench-"))
+    image, _, _ = make_case(SHAPE, seed=0)
+    path = tmp / "case.nii.gz"
+    nib.save(nib.Nifti1Image(image.astype(np.float32), BRATS_AFFINE), path)
+
+    fp32, default = mz.Predictor(model, amp=False), mz.Predictor(model)
+    runs = {
+        "MONAI pipeline (fp32)": lambda out: monai_pipeline(model, path, out),
+        "medseg-zoo Predictor (fp32)": lambda out: fp32(path, out),
+        "medseg-zoo Predictor (default: bf16 autocast)": lambda out: default(path, out),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    outputs = {name: tmp / f"out_{i}.nii.gz" for i, name in enumerate(runs)}
+    for _ in range(args.repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run(outputs[name])
+            times[name].append(time.perf_counter() - start)
+
+    reference = nib.load(outputs["MONAI pipeline (fp32)"])
+    ref = np.asarray(reference.dataobj)
+    base = statistics.median(times["MONAI pipeline (fp32)"])
+    rows = [
+        "| pipeline | median s | fastest s | speed-up | voxels equal to MONAI's | same grid and affine |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for name in runs:
+        img = nib.load(outputs[name])
+        data = np.asarray(img.dataobj)
+        same_grid = data.shape == ref.shape and np.allclose(img.affine, nib.load(path).affine)
+        med = statistics.median(times[name])
+        rows.append(
+            f"| {name} | {med:.1f} | {min(times[name]):.1f} | {base / med:.2f}x | {100 * (data == ref).mean():.3f} % "
+            f"| {'yes' if same_grid else 'NO'} |"
+        )
+    lines = [
+        "## Whole-case inference, file to file (CPU)",
+        "",
+        f"One synthetic BraTS-size case (4 x {' x '.join(map(str, SHAPE))}, LPS 1 mm) through `{args.model}` "
+        f"(seeded random weights: agreement is measured on untrained outputs, the hardest case for agreement), "
+        f"{args.repeats} alternating runs each. Label maps are compared voxel by voxel.",
+        "",
+        *rows,
+    ]
+    if not args.skip_memory:
+        mem = memory_run(tmp)
+        lines += [
+            "",
+            f"Large volume: 1 x 512 x 512 x 400 float32, 14-class softmax UNet, overlap 0.25, fp32: peak RSS "
+            f"{mem['peak_rss_gib']:.2f} GiB (the process, input included), {mem['seconds']:.0f} s, output "
+            f"{tuple(mem['shape'])} {mem['dtype']}.",
+        ]
+    lines += ["", f"Command: `{command()}`  ", f"Machine: {machine()}"]
+    body = "\n".join(lines)
+    print(body)
+    if args.output:
+        write_section(args.output, "inference", body)
+
+
+if __name__ == "__main__":
+    main()
