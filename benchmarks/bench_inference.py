@@ -75,9 +75,16 @@ def monai_pipeline(model: torch.nn.Module, image: Path, out: Path) -> None:
         data = post(data)
     regions = data["pred"]
     labels = MetaTensor(torch.from_numpy(regions_to_labels(regions.numpy(), c.label_scheme))[None], meta=regions.meta)
-    SaveImage(output_dir=out.parent, output_postfix="", separate_folder=False, output_dtype=np.uint8, resample=False)(
-        labels, meta_data={**labels.meta, "filename_or_obj": str(out.with_suffix("").with_suffix(""))}
+    writer = SaveImage(
+        output_dir=out.parent,
+        output_postfix="",
+        output_ext=".nii.gz",
+        separate_folder=False,
+        output_dtype=np.uint8,
+        resample=False,
+        print_log=False,
     )
+    writer(labels, filename=str(out).removesuffix(".nii.gz"))
 
 
 def memory_run(folder: Path) -> dict:

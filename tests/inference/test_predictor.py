@@ -41,9 +41,8 @@ def test_resampling_round_trip_keeps_geometry_and_content(tmp_path, orientation)
     source = write(tmp_path / "case.nii.gz", echo_input(label), AFFINES[orientation])
     pred = np.asarray(predict(model, source, amp=False).dataobj)
     assert pred.shape == label.shape
-    # Down to 1.5 x 1.5 x 2 mm and back: boundaries blur (the 178-voxel ET most; boundary voxels of this
-    # two-valued input land at p = 0.5, where float16 storage breaks the tie), nothing shifts.
-    for value, min_dice in ((1, 0.93), (2, 0.93), (3, 0.78)):
+    # Down to 1.5 x 1.5 x 2 mm and back: boundaries blur (the 178-voxel ET most), nothing shifts.
+    for value, min_dice in ((1, 0.95), (2, 0.95), (3, 0.8)):
         a, b = pred >= value, label >= value
         assert 2 * (a & b).sum() / (a.sum() + b.sum()) > min_dice
     shift = np.argwhere(pred >= 1).mean(0) - np.argwhere(label >= 1).mean(0)
@@ -93,7 +92,7 @@ def test_tta_and_ensembles(tmp_path):
     a = predict(model, source, kind="probabilities", amp=False).get_fdata()
     b = predict(echo, source, kind="probabilities", amp=False).get_fdata()
     both = predict([model, echo], source, kind="probabilities", amp=False).get_fdata()
-    np.testing.assert_allclose(both, (a + b) / 2, atol=2e-3)  # probabilities are stored as float16
+    np.testing.assert_allclose(both, (a + b) / 2, atol=1e-5)
 
 
 def test_ensemble_members_must_share_a_contract():
@@ -190,22 +189,20 @@ def test_bad_options(echo):
         Predictor(echo, overlap=1.0)
 
 
-def test_slabs_and_model_grid_decisions_for_large_volumes(tmp_path, monkeypatch):
-    from medseg_zoo.inference import predictor
+def test_model_grid_decisions_for_large_volumes(tmp_path, monkeypatch):
+    from medseg_zoo.inference import predictor, sliding
 
     label = nested_label_map((40, 36, 60))
     source = write(tmp_path / "case.nii.gz", echo_input(label), AFFINES["LPS"])
     echo = make_echo()
     reference = np.asarray(predict(echo, source, amp=False).dataobj)
-    monkeypatch.setattr(predictor, "SLAB_BUDGET", 4 * 4 * 40 * 36 * 20)  # slabs of a few planes
-    np.testing.assert_array_equal(np.asarray(predict(echo, source, amp=False).dataobj), reference)
     monkeypatch.setattr(predictor, "PROBABILITY_BUDGET", 1)  # decide on the model grid, nearest back
+    monkeypatch.setattr(sliding, "LARGE_BAND", 1)  # blend in float16
     np.testing.assert_array_equal(np.asarray(predict(echo, source, amp=False).dataobj), reference)
-    np.testing.assert_array_equal(
-        np.asarray(predict(echo, source, kind="regions", amp=False).dataobj)[..., 1], label > 0
-    )
+    regions = np.asarray(predict(echo, source, kind="regions", amp=False).dataobj)
+    np.testing.assert_array_equal(regions[..., 1], label > 0)
 
     model = mz.create_model("unet", in_channels=4, out_channels=5, channels=(4, 8), strides=(2,), num_res_units=1)
-    softmax = np.asarray(predict(model, source, amp=False).dataobj)  # model-grid argmax, slab by slab
+    softmax = np.asarray(predict(model, source, amp=False).dataobj)  # model-grid argmax, float16 blending
     monkeypatch.undo()
     assert (softmax == np.asarray(predict(model, source, amp=False).dataobj)).mean() > 0.99

@@ -3,7 +3,6 @@ inference with optional flip test-time augmentation and model ensembles, and the
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import os
@@ -14,12 +13,12 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.inferers import sliding_window_inference
 from monai.transforms import Compose, Invertd
 from torch import nn
 
 from medseg_zoo._contract import TaskContract
 from medseg_zoo.inference.io import Inputs, Volume, load_volume, save_nifti
+from medseg_zoo.inference.sliding import sliding_window_stream
 from medseg_zoo.transforms.labels import get_scheme, regions_to_labels
 from medseg_zoo.transforms.presets import preprocessing_transforms
 
@@ -27,8 +26,7 @@ __all__ = ["Predictor", "predict"]
 
 Output = Literal["labels", "probabilities", "regions"]
 CHANNEL_CHUNK = 2  # probability channels resampled to the input grid at a time: bounds memory for many classes
-PROBABILITY_BUDGET = 1 << 30  # bytes of model-grid float16 probabilities; above, decide on the model grid
-SLAB_BUDGET = 1 << 29  # bytes of float32 window outputs aggregated at a time
+PROBABILITY_BUDGET = 1 << 30  # bytes of model-grid probabilities; above, labels are decided on the model grid
 
 
 def _contract(model: nn.Module) -> TaskContract:
@@ -44,11 +42,6 @@ def _bf16_supported_on_cpu() -> bool:
     return any(check is not None and check() for check in checks)
 
 
-def _shared(contract: TaskContract) -> TaskContract:
-    """What ensemble members must share: everything but the roi."""
-    return dataclasses.replace(contract, roi_size=(1, 1, 1))
-
-
 class Predictor:
     """Predicts volumes with one model or an ensemble, keeping the models loaded across calls.
 
@@ -62,8 +55,8 @@ class Predictor:
         tta: Average over the 8 flips of the three spatial axes (8x the time).
         amp: Mixed precision: ``None`` picks bf16 on CUDA and on CPUs with native bf16, else off; ``True``
             or ``False`` force it.
-        aggregation_device: Where window outputs are accumulated (default: ``device``; ``"cpu"`` saves GPU
-            memory on large volumes).
+        aggregation_device: Where overlapping window outputs are blended (default: ``device``; ``"cpu"``
+            saves GPU memory on large volumes). The blending buffer is one roi thick whatever the volume's depth.
         progress: Show a progress bar over windows.
     """
 
@@ -86,9 +79,9 @@ class Predictor:
         self.contract = _contract(self.models[0])
         for other in self.models[1:]:
             c = _contract(other)
-            if _shared(c) != _shared(self.contract):
+            if c != self.contract:
                 raise ValueError(
-                    f"ensemble members must share a contract (channels, outputs, spacing, orientation, "
+                    f"ensemble members must share a contract (channels, outputs, roi, spacing, orientation, "
                     f"normalisation, labels); got {self.contract} and {c}"
                 )
         if not 0 <= overlap < 1:
@@ -138,36 +131,26 @@ class Predictor:
 
         return run
 
-    def _sliding(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean probabilities ``(C_out, ...)`` of the models over one ``(1, C_in, ...)`` input."""
-        total = None
-        for model in self.models:
-            probs = sliding_window_inference(
-                x,
-                _contract(model).roi_size,
-                self.sw_batch_size,
-                self._window(model),
-                overlap=self.overlap,
-                mode=self.blend,
-                sw_device=self.device,
-                device=self.aggregation_device,
-                progress=self.progress,
-            )[0]
-            total = probs if total is None else total.add_(probs)
-        return (total / len(self.models)).cpu()
+    def _stream(self, x: torch.Tensor, store: Callable[[torch.Tensor, slice], None]) -> None:
+        """Probabilities of ``x`` (1, C, ...) averaged over flips and models, handed to ``store`` band by band."""
+        windows = [self._window(model) for model in self.models]
 
-    def _slabs(self, x: torch.Tensor, store: Callable[[torch.Tensor, slice], None]) -> None:
-        """Run :meth:`_sliding` over slabs along the last axis, each with half a roi of context on both sides,
-        so at most about ``SLAB_BUDGET`` bytes of window outputs are aggregated at once."""
-        *_, nx, ny, nz = x.shape
-        roi_z = max(_contract(m).roi_size[2] for m in self.models)
-        bytes_per_plane = 4 * (len(self.contract.out_channels) + 1) * nx * ny  # outputs and the blending count
-        halo = roi_z // 2
-        core = max(roi_z, SLAB_BUDGET // bytes_per_plane - 2 * halo)
-        for start in range(0, nz, core):
-            stop = min(nz, start + core)
-            lo, hi = max(0, start - halo), min(nz, stop + halo)
-            store(self._sliding(x[..., lo:hi])[..., start - lo : stop - lo], slice(start, stop))
+        def run(patches: torch.Tensor) -> torch.Tensor:
+            return sum(w(patches) for w in windows) / len(windows)
+
+        sliding_window_stream(
+            x,
+            self.contract.roi_size,
+            len(self.contract.out_channels),
+            run,
+            store,
+            overlap=self.overlap,
+            blend=self.blend,
+            batch_size=self.sw_batch_size,
+            device=self.device,
+            aggregation_device=self.aggregation_device,
+            progress=self.progress,
+        )
 
     def _invert(self, pre: MetaTensor, data: torch.Tensor, volume: Volume, nearest: bool) -> np.ndarray:
         """Model-grid ``(C, ...)`` data back on the input grid (the inverse of reorientation and resampling)."""
@@ -183,7 +166,7 @@ class Predictor:
         """The prediction on the input grid: labels ``(X, Y, Z)`` uint8 in the contract's label scheme,
         region/class masks ``(X, Y, Z, C)`` uint8, or probabilities ``(X, Y, Z, C)`` float32.
 
-        Probabilities are kept on the model grid in float16 and resampled to the input grid a few channels at a
+        Probabilities are kept on the model grid and resampled to the input grid a few channels at a
         time, where they are thresholded (sigmoid) or compared (softmax). When they would exceed
         ``PROBABILITY_BUDGET`` bytes (large volumes with many classes) and labels or regions are asked for, the
         decision is taken on the model grid instead and the uint8 result is brought back nearest-neighbour.
@@ -198,34 +181,34 @@ class Predictor:
         sigmoid = self.contract.activation == "sigmoid"
         spatial = volume.data.shape[1:]
 
-        if output != "probabilities" and n * math.prod(grid) * 2 > PROBABILITY_BUDGET:
+        if output != "probabilities" and n * math.prod(grid) * 4 > PROBABILITY_BUDGET:
             decided = torch.empty((n if sigmoid else 1, *grid), dtype=torch.uint8)
 
             def decide(p: torch.Tensor, s: slice) -> None:
                 decided[..., s] = (p > 0.5) if sigmoid else p.argmax(0, keepdim=True)
 
-            self._slabs(x, decide)
+            self._stream(x, decide)
             back = self._invert(pre, decided, volume, nearest=True).astype(np.uint8)
             return self._finish(back if sigmoid else back[0], output, n)
 
-        probs = torch.empty((n, *grid), dtype=torch.float16)
-        self._slabs(x, lambda p, s: probs[..., s].copy_(p))
+        probs = torch.empty((n, *grid), dtype=torch.float32)
+        self._stream(x, lambda p, s: probs[..., s].copy_(p))
         chunks = [slice(i, min(i + CHANNEL_CHUNK, n)) for i in range(0, n, CHANNEL_CHUNK)]
         if output == "probabilities":
             out = np.empty((*spatial, n), dtype=np.float32)
             for c in chunks:
-                out[..., c] = np.moveaxis(self._invert(pre, probs[c].float(), volume, nearest=False), 0, -1)
+                out[..., c] = np.moveaxis(self._invert(pre, probs[c], volume, nearest=False), 0, -1)
             return out
         if sigmoid:
             masks = np.empty((n, *spatial), dtype=np.uint8)
             for c in chunks:
-                masks[c] = self._invert(pre, probs[c].float(), volume, nearest=False) > 0.5
+                masks[c] = self._invert(pre, probs[c], volume, nearest=False) > 0.5
             return self._finish(masks, output, n)
         # softmax: running argmax over channel chunks, never holding every class on the input grid
         best = np.full(spatial, -1.0, dtype=np.float32)
         index = np.zeros(spatial, dtype=np.uint8)
         for c in chunks:
-            for offset, channel in enumerate(self._invert(pre, probs[c].float(), volume, nearest=False)):
+            for offset, channel in enumerate(self._invert(pre, probs[c], volume, nearest=False)):
                 better = channel > best
                 best[better] = channel[better]
                 index[better] = c.start + offset
