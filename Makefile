@@ -26,6 +26,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_layers.py --output docs/benchmarks.md
 	$(PY) benchmarks/bench_unetr.py --output docs/benchmarks.md
+	$(PY) benchmarks/bench_inference.py --output docs/benchmarks.md
 
 docs: $(DOCS_STAMP)
 	$(VENV)/bin/mkdocs build --strict
