@@ -8,6 +8,7 @@ model = create_model("unetr_brats")
 
 from medseg_zoo import models  # noqa: F401  (registers the zoo's configurations)
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
+from medseg_zoo._download import WeightsError
 from medseg_zoo._factory import create_model
 from medseg_zoo._registry import list_models, model_info, register_model
 from medseg_zoo.errors import (
@@ -32,6 +33,7 @@ __all__ = [
     "TaskContract",
     "UnknownModelError",
     "WeightSource",
+    "WeightsError",
     "__version__",
     "create_model",
     "from_pretrained",

@@ -29,7 +29,8 @@ class TaskContract:
         activation: ``"sigmoid"`` for overlapping regions, ``"softmax"`` for exclusive classes.
         roi_size: Spatial size of the patches the network is trained and run on, in voxels.
         spacing: Target voxel spacing in mm the inputs are resampled to, or ``None`` to keep the input's.
-        orientation: Axis codes the inputs are reoriented to (nibabel/MONAI convention, e.g. ``"RAS"``).
+        orientation: Axis codes the inputs are reoriented to (nibabel/MONAI convention, e.g. ``"RAS"``), or
+            ``None`` to keep the input's axes (models trained on data in its stored orientation).
         normalization: Intensity normalisation, e.g. ``"zscore_nonzero_channelwise"`` or ``"none"``.
         label_scheme: Name of the label scheme (data set edition) the outputs map to, or ``None``.
     """
@@ -39,7 +40,7 @@ class TaskContract:
     activation: Activation
     roi_size: tuple[int, int, int]
     spacing: tuple[float, float, float] | None = None
-    orientation: str = "RAS"
+    orientation: str | None = "RAS"
     normalization: str = "zscore_nonzero_channelwise"
     label_scheme: str | None = None
 
@@ -50,27 +51,38 @@ class TaskContract:
             raise ValueError(f"roi_size must be three positive integers, got {self.roi_size!r}")
 
 
+WeightFormat = Literal["safetensors", "monai-bundle", "self-attention-cv", "monai"]
+
+
 @dataclass(frozen=True)
 class WeightSource:
     """One place a configuration's weights are published.
 
     Attributes:
-        repo_id: Hugging Face Hub repository (``"org/name"``) holding the safetensors file.
-        filename: File inside the repository.
-        revision: Pinned commit, or ``None`` while the repository is not published yet.
-        sha256: Expected digest of the file, or ``None`` where it is not known yet.
+        repo_id: Hugging Face Hub repository (``"org/name"``); every byte is fetched with ``hf_hub_download``.
+        filename: File inside the repository, e.g. ``"model.safetensors"`` or ``"models/model.pt"``.
+        revision: The revision to fetch (a commit where it could be pinned); ``None`` while not published.
+        sha256: Expected digest; where unknown, the first verified download records it and later loads
+            refuse a changed file.
+        md5: Digest as published by the source (MONAI bundles' ``large_files.yml``), checked too.
+        format: ``"safetensors"`` in the zoo's layout, or a third-party layout converted on first load
+            (``"monai-bundle"``: a MONAI model-zoo ``models/model.pt`` state dict).
         recipe: How the weights are (or will be) trained, shown when they are not published.
+        notes: Where the source and its contract come from.
     """
 
     repo_id: str
     filename: str = "model.safetensors"
     revision: str | None = None
     sha256: str | None = None
+    md5: str | None = None
+    format: WeightFormat = "safetensors"
     recipe: str = ""
+    notes: str = ""
 
     @property
     def published(self) -> bool:
-        """Whether the weights can be downloaded (a revision is pinned)."""
+        """Whether the weights can be downloaded (a revision is given)."""
         return self.revision is not None
 
 
@@ -92,6 +104,8 @@ class ModelConfig:
         metrics: Reported results, e.g. ``{"mean_dice": 0.769}``, with the data they were measured on.
         notes: Where the contract comes from, caveats.
         tiny_args: Constructor arguments that shrink the network for fast tests (roi included, via ``roi_arg``).
+        stem: Parameters that read the input channels (dimension 1), adapted when ``in_channels`` changes.
+        head: Prefixes of the parameters that write the outputs, re-initialised when ``out_channels`` changes.
     """
 
     name: str
@@ -106,6 +120,8 @@ class ModelConfig:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     notes: str = ""
     tiny_args: Mapping[str, Any] = field(default_factory=dict)
+    stem: tuple[str, ...] = ()
+    head: tuple[str, ...] = ()
 
     @property
     def architecture(self) -> str:
@@ -123,7 +139,7 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable view (the builder by its qualified name)."""
-        skip = {"builder", "tiny_args"}
+        skip = {"builder", "tiny_args", "stem", "head"}
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         out["architecture"] = self.architecture
         out["contract"] = dataclasses.asdict(self.contract) if self.contract else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,9 @@ def create_model(
     *,
     in_channels: Channels = None,
     out_channels: Channels = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
     **overrides: Any,
 ) -> nn.Module:
     """Build a registered model.
@@ -35,20 +39,27 @@ def create_model(
         in_channels: Input channels: a count, or the channel names in order. Required for generic
             architecture names (``"unetr"``, ``"unet"``); for task names it replaces the contract's channels.
         out_channels: Output channels: a count, or the output names in order; same rules.
+        cache_dir: Cache root for downloaded weights (default: the Hugging Face cache, ``$HF_HOME``).
+        token: Hugging Face token for private repositories (default: the logged-in token, if any).
+        local_files_only: Use only cached weights (as does ``HF_HUB_OFFLINE=1``).
         **overrides: Constructor arguments replacing the configuration's (e.g. ``img_size``, ``dropout_rate``).
 
     Returns:
         The network, with its configuration (effective arguments and task contract) as
-        ``model.pretrained_cfg``.
+        ``model.pretrained_cfg``; with ``pretrained=True`` also ``model.load_report`` (what was adapted).
+
+    With ``pretrained=True`` and other ``in_channels`` / ``out_channels`` / roi than the weights', the input stem is
+    adapted, the head re-initialised and the position embedding interpolated; see ``model.load_report``.
 
     Raises:
         UnknownModelError: Unknown name (the message lists the closest ones).
         InvalidOverrideError: An argument the architecture does not take, or missing channels.
         PretrainedUnavailableError: ``pretrained=True`` for a configuration without published weights.
+        WeightsError: The weights cannot be fetched, fail their hash check, or do not fit.
     """
     cfg = get_config(name)
     _check_overrides(cfg, overrides)
-    if pretrained:
+    if pretrained and not cfg.has_weights:
         raise PretrainedUnavailableError(_unavailable_message(cfg))
     contract = _resolve_contract(cfg, in_channels, out_channels, overrides)
     args = {**cfg.model_args, **overrides}
@@ -58,6 +69,12 @@ def create_model(
     model.pretrained_cfg = cfg.replace(
         model_args={k: v for k, v in args.items() if k != cfg.roi_arg}, contract=contract
     )
+    if pretrained:
+        from medseg_zoo._pretrained import load_pretrained
+
+        model.load_report = load_pretrained(
+            model, cfg, contract, cache_dir=cache_dir, token=token, local_files_only=local_files_only
+        )
     return model
 
 

@@ -16,6 +16,8 @@ __all__: list[str] = []
 _PAPER = "Kerfoot et al., Left-Ventricle Quantification Using Residual U-Net, STACOM 2018 (MONAI UNet)"
 _ARGS = {"spatial_dims": 3, "channels": (16, 32, 64, 128, 256), "strides": (2, 2, 2, 2), "num_res_units": 2}
 _TINY = {"channels": (4, 8, 16), "strides": (2, 2), "num_res_units": 1}
+_STEM = ("model.0.conv.unit0.conv.weight", "model.0.residual.weight")
+_HEAD = ("model.2.",)  # MONAI's UNet nests levels; the last up block is always model.2
 
 register_model(
     ModelConfig(
@@ -38,6 +40,8 @@ register_model(
         notes="The seed tutorial's baseline: monai UNet(3, 4, 3, channels=(16, 32, 64, 128, 256), "
         "strides=(2, 2, 2, 2), num_res_units=2).",
         tiny_args=_TINY,
+        stem=_STEM,
+        head=_HEAD,
     )
 )
 
@@ -50,5 +54,7 @@ register_model(
         paper=_PAPER,
         notes="Generic MONAI residual UNet; give in_channels and out_channels.",
         tiny_args=_TINY,
+        stem=_STEM,
+        head=_HEAD,
     )
 )

@@ -149,6 +149,9 @@ BRATS_MSD_CONTRACT = TaskContract(
     label_scheme="msd_task01",
 )
 
+_STEM = ("stem.conv1.conv.weight", "stem.shortcut.conv.weight", "patch_embed.proj.weight")
+_HEAD = ("head.",)
+
 # Tiny widths for tests: same code paths (conv_block, final_norm, biases) at a fraction of the cost.
 _TINY = {"img_size": (32, 32, 16), "feature_size": 4, "hidden_size": 32, "mlp_dim": 64, "num_heads": 4}
 
@@ -189,6 +192,8 @@ register_model(
         "dim_linear_block=2048): bias-free attention and patch projection, skips after blocks 3/6/9/12, "
         "bare transposed-conv skip paths, no final LayerNorm.",
         tiny_args={**_TINY, "dim_head": 6},
+        stem=_STEM,
+        head=_HEAD,
     )
 )
 
@@ -214,6 +219,8 @@ register_model(
         notes="monai.networks.nets.UNETR defaults (hidden 768, 12 heads, MLP 3072, feature size 16, "
         "conv_block and res_block true, LayerNorm on the last hidden state).",
         tiny_args=_TINY,
+        stem=_STEM,
+        head=_HEAD,
     )
 )
 
@@ -227,5 +234,7 @@ register_model(
         paper=_PAPER,
         notes="Generic UNETR with MONAI's defaults; give in_channels and out_channels.",
         tiny_args=_TINY,
+        stem=_STEM,
+        head=_HEAD,
     )
 )

@@ -92,9 +92,8 @@ def preprocessing_transforms(
     contract = _contract(source)
     keys = [IMAGE, LABEL] if with_label else [IMAGE]
     steps: list[MapTransform] = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys)] if load else []
-    steps += [
-        Orientationd(keys, axcodes=contract.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-    ]
+    if contract.orientation is not None:
+        steps.append(Orientationd(keys, axcodes=contract.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))))
     if contract.spacing is not None:
         steps.append(Spacingd(keys, pixdim=contract.spacing, mode=["bilinear", "nearest"][: len(keys)]))
     steps += _normalize(contract)

@@ -1,0 +1,140 @@
+"""Fetching weight files: every byte from the Hub through ``hf_hub_download``, then hash checks.
+
+Hash policy: a pinned sha256 (or the md5 a source publishes) must match; where none is pinned, the first download
+that loads correctly records its sha256 in ``<cache root>/hashes.json`` and later loads refuse a changed file.
+A file that fails a check is removed from the cache, so a retry downloads it again instead of failing forever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import huggingface_hub
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from medseg_zoo._contract import WeightSource
+from medseg_zoo.errors import MedsegZooError
+
+__all__ = ["WeightsError", "cache_root", "evict", "fetch", "record_hash"]
+
+
+class WeightsError(MedsegZooError, OSError):
+    """Weights that cannot be fetched, fail their hash check, or cannot be read."""
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The zoo's own cache (hash records, converted weights): ``cache_dir/medseg_zoo`` or ``$HF_HOME/medseg_zoo``."""
+    base = Path(cache_dir) if cache_dir is not None else Path(huggingface_hub.constants.HF_HOME)
+    return base / "medseg_zoo"
+
+
+def _hub_cache(cache_dir: str | os.PathLike | None) -> Path | None:
+    return Path(cache_dir) / "hub" if cache_dir is not None else None
+
+
+def _key(source: WeightSource) -> str:
+    return f"{source.repo_id}@{source.revision}/{source.filename}"
+
+
+def _digest(path: Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _records(root: Path) -> dict[str, str]:
+    path = root / "hashes.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def record_hash(source: WeightSource, sha256: str, cache_dir: str | os.PathLike | None = None) -> None:
+    """Record the sha256 of a verified download (first use), atomically."""
+    root = cache_root(cache_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    records = _records(root)
+    if records.get(_key(source)) == sha256:
+        return
+    records[_key(source)] = sha256
+    fd, tmp = tempfile.mkstemp(dir=root, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(records, f, indent=2)
+    os.replace(tmp, root / "hashes.json")
+
+
+def evict(path: Path) -> None:
+    """Remove a downloaded file from the Hub cache (the blob and the snapshot link)."""
+    blob = path.resolve()
+    path.unlink(missing_ok=True)
+    blob.unlink(missing_ok=True)
+
+
+def fetch(
+    source: WeightSource,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+) -> tuple[Path, str]:
+    """Download (or find in the cache) a weight file and check its hashes.
+
+    Returns:
+        The local path and its sha256.
+
+    Raises:
+        WeightsError: Missing repository, revision or file; offline without a cached copy; hash mismatch (the
+            file is then removed from the cache).
+    """
+    where = f"{source.repo_id} (revision {source.revision}, file {source.filename})"
+    try:
+        path = Path(
+            hf_hub_download(
+                source.repo_id,
+                source.filename,
+                revision=source.revision,
+                cache_dir=_hub_cache(cache_dir),
+                token=token,
+                local_files_only=local_files_only,
+            )
+        )
+    except LocalEntryNotFoundError:  # before EntryNotFoundError, its base class
+        raise WeightsError(
+            f"{where}: not in the cache and the Hub cannot be reached (offline mode or no network); download it "
+            "once with network access, e.g. `medseg-zoo download <model>`"
+        ) from None
+    except RepositoryNotFoundError:
+        raise WeightsError(f"{where}: the repository does not exist on the Hub (or needs a token)") from None
+    except RevisionNotFoundError:
+        raise WeightsError(f"{where}: the repository has no revision {source.revision!r}") from None
+    except EntryNotFoundError:
+        raise WeightsError(f"{where}: the repository has no file {source.filename!r}") from None
+    except (HfHubHTTPError, OSError) as exc:
+        raise WeightsError(f"{where}: download failed ({type(exc).__name__}: {exc})") from None
+
+    sha256 = _digest(path, "sha256")
+    expected = [("sha256", source.sha256, sha256, "pinned in the registry")]
+    if source.md5:
+        expected.append(("md5", source.md5, _digest(path, "md5"), "published by the source"))
+    recorded = _records(cache_root(cache_dir)).get(_key(source))
+    if recorded:
+        expected.append(("sha256", recorded, sha256, "recorded at the first verified download"))
+    for algorithm, want, got, why in expected:
+        if want and want != got:
+            evict(path)
+            raise WeightsError(
+                f"{path}: {algorithm} {got}, expected {want} ({why}); the file is corrupt, truncated or was replaced. "
+                "It was removed from the cache; run again to download it afresh."
+            )
+    return path, sha256

@@ -1,0 +1,77 @@
+"""SegResNet (Myronenko, BraTS 2018): MONAI's ``SegResNet`` registered with named configurations and the
+published MONAI model-zoo weights."""
+
+from __future__ import annotations
+
+from monai.networks.nets import SegResNet
+
+from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
+from medseg_zoo._registry import register_model
+
+__all__: list[str] = []
+
+_PAPER = "Myronenko, 3D MRI brain tumor segmentation using autoencoder regularization, BrainLes 2018 (arXiv:1810.11654)"
+_TINY = {"init_filters": 4, "blocks_down": (1, 1), "blocks_up": (1,)}
+_STEM = ("convInit.conv.weight",)
+_HEAD = ("conv_final.2.",)
+
+register_model(
+    ModelConfig(
+        name="segresnet_brats",
+        builder=SegResNet,
+        model_args={"blocks_down": (1, 2, 2, 4), "blocks_up": (1, 1, 1), "init_filters": 16, "dropout_prob": 0.2},
+        contract=TaskContract(
+            # configs/metadata.json channel_def and label_classes; configs/inference.json preprocessing:
+            # LoadImaged + NormalizeIntensityd(nonzero, channel_wise), no reorientation or resampling (BraTS 2018
+            # is 1 mm isotropic); roi from its SlidingWindowInferer.
+            in_channels=("T1c", "T1", "T2", "FLAIR"),
+            out_channels=("TC", "WT", "ET"),
+            activation="sigmoid",
+            roi_size=(240, 240, 160),
+            spacing=None,
+            orientation=None,
+            normalization="zscore_nonzero_channelwise",
+            label_scheme="brats2018",
+        ),
+        weights=(
+            WeightSource(
+                repo_id="MONAI/brats_mri_segmentation",
+                filename="models/model.pt",
+                revision="main",
+                md5="870e677b782a5184cbc48db1456b78e8",  # large_files.yml of the MONAI model-zoo bundle
+                format="monai-bundle",
+                notes="MONAI model-zoo bundle brats_mri_segmentation (hosted on the Hugging Face Hub since bundle "
+                "0.5.3); no Hub commit could be pinned offline, so the first verified download's sha256 is "
+                "recorded and enforced.",
+            ),
+        ),
+        license="Apache-2.0 (MONAI model zoo); BraTS 2018 data terms apply",
+        paper=_PAPER,
+        metrics={
+            "mean_dice": 0.8518,
+            "dice_tc": 0.8559,
+            "dice_wt": 0.9026,
+            "dice_et": 0.7905,
+            "data": "BraTS 2018 validation split of the MONAI bundle",
+        },
+        notes="MONAI model-zoo brats_mri_segmentation: SegResNet(blocks_down 1,2,2,4, blocks_up 1,1,1, init_filters "
+        "16, 4 -> 3, dropout 0.2). Outputs TC, WT, ET map to BraTS 2018 labels (ET -> 4, TC -> 1, WT -> 2).",
+        tiny_args=_TINY,
+        stem=_STEM,
+        head=_HEAD,
+    )
+)
+
+register_model(
+    ModelConfig(
+        name="segresnet",
+        builder=SegResNet,
+        model_args={"blocks_down": (1, 2, 2, 4), "blocks_up": (1, 1, 1), "init_filters": 16},
+        default_roi=(128, 128, 128),
+        paper=_PAPER,
+        notes="Generic MONAI SegResNet; give in_channels and out_channels.",
+        tiny_args=_TINY,
+        stem=_STEM,
+        head=_HEAD,
+    )
+)

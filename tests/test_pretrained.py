@@ -1,0 +1,164 @@
+"""Pretrained weights through the Hub's file protocol (a local fake Hub): download, cache, offline reload, hash
+policy, safe unpickling, conversion and adaptation."""
+
+import argparse
+import io
+
+import huggingface_hub
+import pytest
+import torch
+from monai.networks.nets import SegResNet
+
+import medseg_zoo as mz
+from medseg_zoo._download import WeightsError
+from medseg_zoo._registry import get_config, register_model
+
+REPO = "MONAI/brats_mri_segmentation"
+
+
+def _pt(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def source_model():
+    """A MONAI SegResNet of the bundle's exact configuration, with random weights."""
+    torch.manual_seed(3)
+    return SegResNet(
+        blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1), init_filters=16, in_channels=4, out_channels=3, dropout_prob=0.2
+    ).eval()
+
+
+@pytest.fixture
+def bundle_entry(monkeypatch):
+    """segresnet_brats with the bundle's md5 lifted: the fake Hub serves locally generated weights."""
+    cfg = get_config("segresnet_brats")
+    register_model(
+        cfg.replace(weights=(cfg.weights[0].__class__(**{**cfg.weights[0].__dict__, "md5": None}),)), overwrite=True
+    )
+    yield cfg
+    register_model(cfg, overwrite=True)
+
+
+def test_monai_bundle_end_to_end(hub, tmp_path, source_model, bundle_entry):
+    hub.add(REPO, {"models/model.pt": _pt(source_model.state_dict()), "configs/inference.json": b"{}"})
+    model = mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path).eval()
+    x = torch.randn(1, 4, 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source_model(x), rtol=0, atol=1e-5)
+    assert "MONAI/brats_mri_segmentation/models/model.pt@main" in str(model.load_report)
+    assert model.pretrained_cfg.contract.in_channels == ("T1c", "T1", "T2", "FLAIR")
+    assert list((tmp_path / "medseg_zoo" / "converted").glob("segresnet_brats-*.safetensors"))  # never unpickled again
+
+
+def test_cache_then_offline_with_no_request(hub, tmp_path, source_model, bundle_entry, monkeypatch):
+    hub.add(REPO, {"models/model.pt": _pt(source_model.state_dict())})
+    mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)
+    gets = [r for r in hub.requests if r[0] == "GET" and "resolve" in r[1]]
+    assert len(gets) == 1
+    mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)  # online: a HEAD, no new GET
+    assert len([r for r in hub.requests if r[0] == "GET" and "resolve" in r[1]]) == 1
+    hub.requests.clear()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    model = mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)
+    assert hub.requests == []
+    assert model.load_report.source.startswith(REPO)
+    hub.requests.clear()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path, local_files_only=True)
+    assert hub.requests == []
+
+
+def test_offline_without_cache(hub, tmp_path, bundle_entry, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(WeightsError, match="not in the cache and the Hub cannot be reached"):
+        mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("files", "repo", "message"),
+    [
+        ({"models/model.pt": b"x"}, "other/repo", "the repository does not exist on the Hub"),
+        ({"models/other.pt": b"x"}, REPO, "the repository has no file 'models/model.pt'"),
+    ],
+)
+def test_missing_repo_and_file(hub, tmp_path, bundle_entry, files, repo, message):
+    hub.add(repo, files)
+    with pytest.raises(WeightsError, match=message):
+        mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)
+
+
+def test_missing_revision(hub, tmp_path, source_model, bundle_entry):
+    hub.add(REPO, {"models/model.pt": _pt(source_model.state_dict())}, revision="v1")
+    with pytest.raises(WeightsError, match="the repository has no revision 'main'"):
+        mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)
+
+
+def test_truncated_file_is_not_cached(hub, tmp_path, source_model, bundle_entry):
+    data = _pt(source_model.state_dict())
+    hub.add(REPO, {"models/model.pt": data[: len(data) // 2]})
+    with pytest.raises(WeightsError, match=r"models/model\.pt: cannot read the checkpoint"):
+        mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)
+    assert not list((tmp_path / "hub").rglob("model.pt"))  # evicted: the next try downloads again
+    hub.add(REPO, {"models/model.pt": data})
+    mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)
+
+
+def test_changed_file_after_first_verified_download_is_refused(hub, tmp_path, source_model, bundle_entry):
+    hub.add(REPO, {"models/model.pt": _pt(source_model.state_dict())})
+    mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)
+    other = {k: v + 1 for k, v in source_model.state_dict().items()}
+    hub.add(REPO, {"models/model.pt": _pt(other)})  # same name, other bytes
+    with pytest.raises(WeightsError, match=r"expected .* \(recorded at the first verified download\)"):
+        mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)
+
+
+def test_pinned_hash_mismatch_is_refused(hub, tmp_path, source_model):
+    hub.add(REPO, {"models/model.pt": _pt(source_model.state_dict())})  # not the bundle's real bytes
+    with pytest.raises(WeightsError, match=r"md5 [0-9a-f]+, expected 870e677b782a5184cbc48db1456b78e8 \(published"):
+        mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)
+    assert not list((tmp_path / "hub").rglob("model.pt"))
+
+
+def test_pickle_with_code_is_refused(hub, tmp_path, source_model, bundle_entry):
+    payload = {"model": source_model.state_dict(), "args": argparse.Namespace(lr=1)}  # needs a class to unpickle
+    hub.add(REPO, {"models/model.pt": _pt(payload)})
+    with pytest.raises(WeightsError, match="refusing to unpickle it"):
+        mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)
+
+
+def test_nested_training_checkpoint_is_unwrapped(hub, tmp_path, source_model, bundle_entry):
+    hub.add(REPO, {"models/model.pt": _pt({"model": source_model.state_dict(), "epoch": 3})})
+    model = mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)
+    torch.testing.assert_close(model.state_dict()["convInit.conv.weight"], source_model.convInit.conv.weight)
+
+
+def test_adaptation_for_fine_tuning(hub, tmp_path, source_model, bundle_entry, caplog):
+    hub.add(REPO, {"models/model.pt": _pt(source_model.state_dict())})
+    with caplog.at_level("INFO", logger="medseg_zoo"):
+        model = mz.create_model(
+            "segresnet_brats",
+            pretrained=True,
+            cache_dir=tmp_path,
+            in_channels=["T1"],
+            out_channels=["background", "lesion"],
+        )
+    report = model.load_report
+    assert report.adapted == ["convInit.conv.weight"]
+    assert report.reinitialized == ["conv_final.2.conv.weight", "conv_final.2.conv.bias"]
+    assert "adapted: convInit.conv.weight" in caplog.text
+    w = model.state_dict()["convInit.conv.weight"]
+    torch.testing.assert_close(w[:, 0], source_model.convInit.conv.weight.sum(1))  # 4 channels -> 1: their sum
+    assert model(torch.randn(1, 1, 16, 16, 16)).shape == (1, 2, 16, 16, 16)
+
+
+def test_unpublished_weights_name_the_recipe():
+    with pytest.raises(mz.PretrainedUnavailableError, match="medseg-zoo train unet_brats"):
+        mz.create_model("unet_brats", pretrained=True)
+
+
+def test_list_models_pretrained_lists_only_published():
+    assert "segresnet_brats" in mz.list_models(pretrained=True)
+    assert all(get_config(n).has_weights for n in mz.list_models(pretrained=True))
