@@ -68,3 +68,36 @@ def test_malformed_config(tmp_path):
 def test_only_zoo_models_can_be_saved(tmp_path):
     with pytest.raises(TypeError, match=r"expected a model from medseg_zoo\.create_model, got Linear"):
         mz.save_pretrained(torch.nn.Linear(1, 1), tmp_path)
+
+
+def test_from_the_hub(hub, tmp_path):
+    model = _tiny("unetr_brats")
+    folder = mz.save_pretrained(model, tmp_path / "ckpt")
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    hub.add("org/unetr-test", files, revision="main")
+    hub.add("org/unetr-test", files, revision="v1")
+    for spec in ("hf-hub:org/unetr-test", "hf-hub:org/unetr-test@v1"):
+        loaded = mz.from_pretrained(spec, cache_dir=tmp_path / "cache")
+        torch.testing.assert_close(loaded.state_dict()["head.weight"], model.state_dict()["head.weight"])
+    with pytest.raises(CheckpointError, match=r"hf-hub:org/missing: .*the repository does not exist"):
+        mz.from_pretrained("hf-hub:org/missing", cache_dir=tmp_path / "cache")
+
+
+def test_push_to_hub_uploads_a_loadable_folder(hub, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    uploaded = {}
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):  # the upload call itself, and nothing else
+        uploaded.update({p.name: p.read_bytes() for p in __import__("pathlib").Path(folder_path).iterdir()})
+        return type("CommitInfo", (), {"commit_url": f"{hub.url}/{repo_id}/commit/abc"})()
+
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    model = _tiny("unet_brats")
+    url = mz.push_to_hub(model, "org/pushed", token="test-token")
+    assert url.endswith("/org/pushed/commit/abc")
+    assert hub.created == ["org/pushed"]  # the repository was created through the Hub API
+    assert sorted(uploaded) == ["README.md", "config.json", "model.safetensors"]
+    hub.add("org/pushed", uploaded)
+    loaded = mz.from_pretrained("hf-hub:org/pushed", cache_dir=tmp_path)
+    assert loaded.pretrained_cfg.contract == model.pretrained_cfg.contract

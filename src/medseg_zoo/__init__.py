@@ -17,7 +17,7 @@ from medseg_zoo.errors import (
     PretrainedUnavailableError,
     UnknownModelError,
 )
-from medseg_zoo.hub import CheckpointError, from_pretrained, save_pretrained
+from medseg_zoo.hub import CheckpointError, from_pretrained, push_to_hub, save_pretrained
 from medseg_zoo.inference import InputError, Predictor, predict
 
 __version__ = "0.1.0"
@@ -40,6 +40,7 @@ __all__ = [
     "list_models",
     "model_info",
     "predict",
+    "push_to_hub",
     "register_model",
     "save_pretrained",
 ]

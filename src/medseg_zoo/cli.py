@@ -6,6 +6,9 @@ Examples:
     medseg-zoo info unetr_brats
     medseg-zoo check-data Task01_BrainTumour --model unetr_brats
     medseg-zoo predict --checkpoint runs/unetr -i imagesTs/ -o predictions/
+    medseg-zoo download segresnet_brats
+    medseg-zoo convert --from monai-bundle brats_mri_segmentation --model segresnet_brats --to out/
+    medseg-zoo push out/ my-org/segresnet-brats
 """
 
 from __future__ import annotations
@@ -119,6 +122,28 @@ def _predict(args: argparse.Namespace) -> None:
         print(out)
 
 
+def _download(args: argparse.Namespace) -> None:
+    from medseg_zoo._factory import create_model
+
+    model = create_model(args.name, pretrained=True, cache_dir=args.cache_dir)
+    print(model.load_report)
+
+
+def _convert(args: argparse.Namespace) -> None:
+    from medseg_zoo.convert import convert_checkpoint
+    from medseg_zoo.hub import save_pretrained
+
+    model = convert_checkpoint(args.source, args.source_format, args.model)
+    print(save_pretrained(model, args.to))
+
+
+def _push(args: argparse.Namespace) -> None:
+    from medseg_zoo.hub import from_pretrained, push_to_hub
+
+    model = from_pretrained(args.folder)  # validates the folder before anything is uploaded
+    print(push_to_hub(model, args.repo_id, private=args.private or None))
+
+
 def _demo(args: argparse.Namespace) -> None:
     print("The end-to-end demo (synthetic data -> train -> predict) is not built yet. The registered models:\n")
     print(model_table())
@@ -183,6 +208,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="mixed precision (auto: bf16 on CUDA and CPUs with native bf16)",
     )
     p.set_defaults(func=_predict)
+    p = sub.add_parser(
+        "download",
+        help="download, check and cache a model's published weights (then usable offline)",
+        epilog="Example: medseg-zoo download segresnet_brats",
+    )
+    p.add_argument("name")
+    p.add_argument("--cache-dir", help="cache root (default: the Hugging Face cache)")
+    p.set_defaults(func=_download)
+    p = sub.add_parser(
+        "convert",
+        help="convert a third-party checkpoint into a medseg-zoo folder (config.json + model.safetensors)",
+        epilog="Example: medseg-zoo convert --from monai-bundle brats_mri_segmentation --model segresnet_brats "
+        "--to converted/segresnet_brats",
+    )
+    p.add_argument(
+        "--from", dest="source_format", required=True, choices=["monai-bundle", "monai", "self-attention-cv"]
+    )
+    p.add_argument("source", help="bundle folder, or .pt/.pth state dict")
+    p.add_argument("--model", required=True, help="registered configuration receiving the weights")
+    p.add_argument("--to", required=True, help="output folder")
+    p.set_defaults(func=_convert)
+    p = sub.add_parser(
+        "push",
+        help="upload a medseg-zoo folder to the Hugging Face Hub",
+        epilog="Example: medseg-zoo push converted/segresnet_brats my-org/segresnet-brats",
+    )
+    p.add_argument("folder")
+    p.add_argument("repo_id")
+    p.add_argument("--private", action="store_true")
+    p.set_defaults(func=_push)
     p = sub.add_parser("demo", help="run the offline demo on synthetic data")
     p.set_defaults(func=_demo)
     return parser

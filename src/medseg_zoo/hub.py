@@ -18,11 +18,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from medseg_zoo._contract import ModelConfig, TaskContract
+from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._registry import get_config
 from medseg_zoo.errors import MedsegZooError
 
-__all__ = ["CheckpointError", "from_pretrained", "save_pretrained"]
+__all__ = ["CheckpointError", "from_pretrained", "push_to_hub", "save_pretrained"]
+
+HUB_PREFIX = "hf-hub:"
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -129,8 +131,40 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
-def from_pretrained(directory: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> nn.Module:
+def _hub_folder(
+    spec: str, cache_dir: str | os.PathLike | None, token: str | bool | None, local_files_only: bool
+) -> Path:
+    """Download a checkpoint folder named ``hf-hub:org/repo[@revision]``; returns its local snapshot folder."""
+    from medseg_zoo._download import WeightsError, fetch
+
+    repo_id, _, revision = spec.removeprefix(HUB_PREFIX).partition("@")
+    paths = []
+    for filename in (CONFIG_NAME, WEIGHTS_NAME):
+        source = WeightSource(repo_id=repo_id, filename=filename, revision=revision or "main")
+        try:
+            path, _ = fetch(source, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
+        except WeightsError as exc:
+            raise CheckpointError(f"{spec}: {exc}") from None
+        paths.append(path)
+    return paths[0].parent
+
+
+def from_pretrained(
+    directory: str | os.PathLike,
+    *,
+    map_location: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+) -> nn.Module:
     """Rebuild a model saved by :func:`save_pretrained` and load its weights strictly.
+
+    Args:
+        directory: A local folder, or ``"hf-hub:org/repo"`` / ``"hf-hub:org/repo@revision"`` on the Hub.
+        map_location: Device for the weights.
+        cache_dir: Cache root for Hub downloads (default: the Hugging Face cache).
+        token: Hugging Face token for private repositories.
+        local_files_only: Use only the cache (as does ``HF_HUB_OFFLINE=1``).
 
     Raises:
         CheckpointError: If a file is missing or malformed, the architecture is not registered, or the weights do
@@ -138,7 +172,8 @@ def from_pretrained(directory: str | os.PathLike, *, map_location: str | torch.d
     """
     from medseg_zoo._factory import create_model
 
-    folder = Path(directory)
+    spec = str(directory)
+    folder = _hub_folder(spec, cache_dir, token, local_files_only) if spec.startswith(HUB_PREFIX) else Path(spec)
     config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     for path in (config_path, weights_path):
         if not path.is_file():
@@ -178,3 +213,28 @@ def from_pretrained(directory: str | os.PathLike, *, map_location: str | torch.d
         notes=info.get("notes", ""),
     )
     return model.eval()
+
+
+def push_to_hub(
+    model: nn.Module,
+    repo_id: str,
+    *,
+    token: str | bool | None = None,
+    private: bool | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Publish a model as ``config.json`` + ``model.safetensors`` + ``README.md`` to a Hub repository (created if
+    needed). Returns the commit URL; load it back with ``from_pretrained("hf-hub:" + repo_id)``."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, token=token, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_pretrained(model, tmp)
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=tmp,
+            token=token,
+            commit_message=commit_message or f"Upload {_config(model).name} with medseg-zoo",
+        )
+    return str(getattr(info, "commit_url", info))

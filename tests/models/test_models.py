@@ -32,7 +32,7 @@ def test_contract_is_complete(name):
     assert cfg.paper and cfg.notes
     if cfg.contract is not None:
         c = cfg.contract
-        assert c.in_channels and c.out_channels and c.roi_size and c.spacing and c.label_scheme
+        assert c.in_channels and c.out_channels and c.roi_size and c.label_scheme
         assert cfg.weights and all(w.recipe or w.published for w in cfg.weights)
         assert cfg.license and cfg.metrics
 

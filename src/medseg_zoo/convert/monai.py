@@ -7,13 +7,18 @@ checkpoints of every MONAI release: before 1.4, 1.4-1.5 (unused ``cross_attn.*``
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
+from torch import nn
 
-from medseg_zoo.convert._common import Rule, map_keys
+from medseg_zoo._contract import WeightSource
+from medseg_zoo.convert._common import ConversionError, Rule, map_keys
 
-__all__ = ["convert_unetr"]
+__all__ = ["convert_unetr", "load_monai_bundle"]
 
 # Layers of MONAI's UnetResBlock / UnetBasicBlock -> the native ResBlock.
 _RES_LAYERS = {
@@ -82,3 +87,50 @@ def convert_unetr(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
         ConversionError: If a key is not part of MONAI's UNETR layout.
     """
     return map_keys(state_dict, _RULES, source="MONAI UNETR")
+
+
+# Constructor arguments that old bundles pass but the current MONAI classes reject or ignore.
+_STALE_ARGS = {"SwinUNETR": {"img_size"}}
+
+
+def load_monai_bundle(folder: str | os.PathLike, model_name: str) -> nn.Module:
+    """Build the zoo model ``model_name`` from a MONAI model-zoo bundle folder (``configs/inference.json`` with
+    its ``network_def``, ``models/model.pt``) and load the bundle's weights strictly.
+
+    The bundle's network class must be the class the zoo registers under ``model_name`` (UNet, SegResNet, ...);
+    its ``network_def`` arguments override the registered ones, less those newer MONAI rejects.
+
+    Raises:
+        ConversionError: Missing files, another network class, or weights that do not fit.
+    """
+    from medseg_zoo._factory import create_model
+    from medseg_zoo._pretrained import _convert, read_checkpoint
+    from medseg_zoo._registry import get_config
+
+    root = Path(folder)
+    config_path, weights_path = root / "configs" / "inference.json", root / "models" / "model.pt"
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise ConversionError(f"{path}: not found; a MONAI bundle holds configs/inference.json and models/model.pt")
+    try:
+        network = dict(json.loads(config_path.read_text())["network_def"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ConversionError(f"{config_path}: no network_def ({type(exc).__name__}: {exc})") from None
+    cfg = get_config(model_name)
+    target = str(network.pop("_target_", "")).rsplit(".", 1)[-1]
+    if target != cfg.builder.__name__:
+        raise ConversionError(
+            f"{config_path}: the bundle's network is {target!r}, {model_name} is {cfg.builder.__name__}"
+        )
+    for key in _STALE_ARGS.get(target, set()):
+        network.pop(key, None)
+    in_channels, out_channels = network.pop("in_channels", None), network.pop("out_channels", None)
+    model = create_model(model_name, in_channels=in_channels, out_channels=out_channels, **network)
+    state = _convert(
+        read_checkpoint(weights_path, "monai-bundle"), WeightSource(repo_id="", format="monai-bundle"), cfg
+    )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ConversionError(f"{weights_path}: the weights do not fit {model_name} ({exc})") from None
+    return model

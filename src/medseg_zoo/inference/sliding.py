@@ -18,6 +18,7 @@ from tqdm import tqdm
 __all__ = ["sliding_window_stream", "window_starts"]
 
 LARGE_BAND = 1 << 30  # bytes; above this the aggregation buffer is float16
+EMIT_BYTES = 1 << 26  # bytes of normalised output handed to the callback at a time
 
 
 def window_starts(size: int, roi: int, overlap: float) -> list[int]:
@@ -76,14 +77,19 @@ def sliding_window_stream(
     xy = [(i, j) for i in window_starts(nx, rx, overlap) for j in window_starts(ny, ry, overlap)]
     (px0, _), (py0, _), (pz0, _) = pads
 
+    crop_x, crop_y = slice(px0, px0 + spatial[0]), slice(py0, py0 + spatial[1])
+    plane_bytes = 4 * out_channels * spatial[0] * spatial[1]
+    chunk = max(1, EMIT_BYTES // plane_bytes)
+
     def flush(lo: int, hi: int, band_start: int) -> None:
-        """Emit padded planes [lo, hi) of the band starting at ``band_start``, cropped to the input."""
+        """Emit padded planes [lo, hi) of the band starting at ``band_start``, cropped to the input, a few planes
+        at a time so the normalised copy stays small."""
         a, b = max(lo, pz0), min(hi, pz0 + spatial[2])
-        if a >= b:
-            return
-        k = slice(a - band_start, b - band_start)
-        out = acc[:, px0 : px0 + spatial[0], py0 : py0 + spatial[1], k].float()
-        emit((out / norm[:, px0 : px0 + spatial[0], py0 : py0 + spatial[1], k]).cpu(), slice(a - pz0, b - pz0))
+        for start in range(a, b, chunk):
+            stop = min(b, start + chunk)
+            k = slice(start - band_start, stop - band_start)
+            out = acc[:, crop_x, crop_y, k].float() / norm[:, crop_x, crop_y, k]
+            emit(out.cpu(), slice(start - pz0, stop - pz0))
 
     layers = window_starts(nz, rz, overlap)
     bar = tqdm(total=len(layers) * len(xy), unit="window", disable=not progress)

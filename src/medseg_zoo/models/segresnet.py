@@ -11,7 +11,7 @@ from medseg_zoo._registry import register_model
 __all__: list[str] = []
 
 _PAPER = "Myronenko, 3D MRI brain tumor segmentation using autoencoder regularization, BrainLes 2018 (arXiv:1810.11654)"
-_TINY = {"init_filters": 4, "blocks_down": (1, 1), "blocks_up": (1,)}
+_TINY = {"init_filters": 8, "blocks_down": (1, 1), "blocks_up": (1,)}
 _STEM = ("convInit.conv.weight",)
 _HEAD = ("conv_final.2.",)
 
