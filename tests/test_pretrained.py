@@ -162,3 +162,26 @@ def test_unpublished_weights_name_the_recipe():
 def test_list_models_pretrained_lists_only_published():
     assert "segresnet_brats" in mz.list_models(pretrained=True)
     assert all(get_config(n).has_weights for n in mz.list_models(pretrained=True))
+
+
+def test_spleen_bundle_predicts_on_the_input_grid(hub, tmp_path, monkeypatch):
+    import nibabel as nib
+    import numpy as np
+    from monai.networks.nets import UNet
+
+    cfg = get_config("unet_spleen")
+    register_model(
+        cfg.replace(weights=(cfg.weights[0].__class__(**{**cfg.weights[0].__dict__, "md5": None}),)), overwrite=True
+    )
+    try:
+        source = UNet(3, 1, 2, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2, norm="batch")
+        hub.add("MONAI/spleen_ct_segmentation", {"models/model.pt": _pt(source.eval().state_dict())})
+        model = mz.create_model("unet_spleen", pretrained=True, cache_dir=tmp_path)
+    finally:
+        register_model(cfg, overwrite=True)
+    ct = np.random.default_rng(0).normal(40, 100, size=(40, 36, 20)).astype(np.float32)
+    affine = np.diag([-0.8, -0.8, 2.5, 1.0])
+    nib.save(nib.Nifti1Image(ct, affine), tmp_path / "ct.nii.gz")
+    seg = mz.predict(model, tmp_path / "ct.nii.gz", amp=False)
+    assert seg.shape == ct.shape and np.array_equal(seg.affine, nib.load(tmp_path / "ct.nii.gz").affine)
+    assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1}

@@ -31,7 +31,8 @@ class TaskContract:
         spacing: Target voxel spacing in mm the inputs are resampled to, or ``None`` to keep the input's.
         orientation: Axis codes the inputs are reoriented to (nibabel/MONAI convention, e.g. ``"RAS"``), or
             ``None`` to keep the input's axes (models trained on data in its stored orientation).
-        normalization: Intensity normalisation, e.g. ``"zscore_nonzero_channelwise"`` or ``"none"``.
+        normalization: Intensity normalisation: ``"zscore_nonzero_channelwise"``, ``"zscore_channelwise"``,
+            ``"clip_scale:<low>:<high>"`` (a CT window scaled to [0, 1]) or ``"none"``.
         label_scheme: Name of the label scheme (data set edition) the outputs map to, or ``None``.
     """
 

@@ -61,6 +61,7 @@ def _monai_unet_count() -> int:
         ("unetr_brats", lambda: 49_667_123),  # self-attention-cv 1.2.3 UNETR, dim_linear_block=2048
         ("unetr_monai", _monai_unetr_count),  # 102,271,539 in MONAI 1.6.1 less 18,432 unused norm_cross_attn
         ("unet_brats", _monai_unet_count),  # the seed's 4.8 M baseline
+        ("segresnet_brats", lambda: 4_702_227),  # MONAI bundle brats_mri_segmentation's SegResNet
     ],
 )
 def test_full_size_parameter_count(name, expected):

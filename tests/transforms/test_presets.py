@@ -126,3 +126,15 @@ def test_persistent_cache_is_keyed(msd_dataset, tmp_path):
     np.testing.assert_array_equal(np.asarray(cached[0]["image"]), np.asarray(first["image"]))
     plain = cached_dataset(data, transform, in_memory=False)[0]
     np.testing.assert_array_equal(np.asarray(plain["image"]), np.asarray(first["image"]))
+
+
+def test_ct_window_normalization(tmp_path):
+    contract = dataclasses.replace(
+        CONTRACT, in_channels=("CT",), normalization="clip_scale:-57:164", spacing=None, label_scheme=None
+    )
+    ct = np.array([-1000, -57, 53.5, 164, 3000], dtype=np.float32).reshape(5, 1, 1)
+    nib.save(nib.Nifti1Image(ct, np.eye(4)), tmp_path / "ct.nii.gz")
+    out = inference_transforms(contract)({"image": str(tmp_path / "ct.nii.gz")})["image"]
+    np.testing.assert_allclose(out.numpy().ravel(), [0, 0, 0.5, 1, 1], atol=1e-6)
+    with pytest.raises(ValueError, match=r"expected clip_scale:<low>:<high>"):
+        inference_transforms(dataclasses.replace(contract, normalization="clip_scale:-57"))

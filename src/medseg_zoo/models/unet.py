@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from monai.networks.nets import UNet
 
-from medseg_zoo._contract import ModelConfig, WeightSource
+from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._registry import register_model
 from medseg_zoo.models.unetr import BRATS_MSD_CONTRACT
 
@@ -39,6 +39,45 @@ register_model(
         },
         notes="The seed tutorial's baseline: monai UNet(3, 4, 3, channels=(16, 32, 64, 128, 256), "
         "strides=(2, 2, 2, 2), num_res_units=2).",
+        tiny_args=_TINY,
+        stem=_STEM,
+        head=_HEAD,
+    )
+)
+
+register_model(
+    ModelConfig(
+        name="unet_spleen",
+        builder=UNet,
+        model_args={**_ARGS, "norm": "batch"},
+        contract=TaskContract(
+            # configs/inference.json of the MONAI bundle: Orientationd RAS, Spacingd 1.5/1.5/2.0,
+            # ScaleIntensityRanged(-57, 164 -> 0, 1, clip), SlidingWindowInferer roi 96^3, softmax + argmax.
+            in_channels=("CT",),
+            out_channels=("background", "spleen"),
+            activation="softmax",
+            roi_size=(96, 96, 96),
+            spacing=(1.5, 1.5, 2.0),
+            orientation="RAS",
+            normalization="clip_scale:-57:164",
+            label_scheme="msd_task09",
+        ),
+        weights=(
+            WeightSource(
+                repo_id="MONAI/spleen_ct_segmentation",
+                filename="models/model.pt",
+                revision="main",
+                md5="be4fa95e236df91766147c112ee6fafd",  # large_files.yml of the MONAI model-zoo bundle
+                format="monai-bundle",
+                notes="MONAI model-zoo bundle spleen_ct_segmentation; no Hub commit could be pinned offline, so the "
+                "first verified download's sha256 is recorded and enforced.",
+            ),
+        ),
+        license="Apache-2.0 (MONAI model zoo); MSD Task09 data terms (CC-BY-SA 4.0) apply",
+        paper=_PAPER,
+        metrics={"mean_dice": 0.96, "data": "MSD Task09_Spleen validation split of the MONAI bundle"},
+        notes="MONAI model-zoo spleen_ct_segmentation: UNet(3, 1, 2, channels=(16, 32, 64, 128, 256), "
+        "strides=(2, 2, 2, 2), num_res_units=2, norm=batch).",
         tiny_args=_TINY,
         stem=_STEM,
         head=_HEAD,

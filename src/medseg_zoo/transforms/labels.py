@@ -117,6 +117,7 @@ _SCHEMES = {
             {0: "background", 1: "necrotic tumour core", 2: "peritumoral edema", 3: "enhancing tumour"},
             {"TC": (1, 3), "WT": (1, 2, 3), "ET": (3,)},
         ),
+        LabelScheme("msd_task09", "Medical Segmentation Decathlon Task09_Spleen", {0: "background", 1: "spleen"}),
         # The mapping of MONAI's tutorial transform ConvertToMultiChannelBasedOnBratsClassesd (ET = label 2).
         # Kept only to reproduce numbers published with it: on MSD Task01 data, where enhancing tumour is
         # label 3 and label 2 is non-enhancing tumour, it is wrong. Use msd_task01 there.

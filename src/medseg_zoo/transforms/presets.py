@@ -32,6 +32,7 @@ from monai.transforms import (
     RandScaleIntensityd,
     RandShiftIntensityd,
     RandSpatialCropd,
+    ScaleIntensityRanged,
     Spacingd,
     SpatialPadd,
 )
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 IMAGE, LABEL = "image", "label"
-NORMALIZATIONS = ("zscore_nonzero_channelwise", "zscore_channelwise", "none")
+NORMALIZATIONS = ("zscore_nonzero_channelwise", "zscore_channelwise", "clip_scale:<low>:<high>", "none")
 
 
 def _contract(source: TaskContract | nn.Module) -> TaskContract:
@@ -70,6 +71,13 @@ def _normalize(contract: TaskContract) -> list[MapTransform]:
         return [NormalizeIntensityd(IMAGE, nonzero=False, channel_wise=True)]
     if contract.normalization == "none":
         return []
+    if contract.normalization.startswith("clip_scale:"):  # CT windows: clip to [low, high], scale to [0, 1]
+        try:
+            _, low, high = contract.normalization.split(":")
+            a_min, a_max = float(low), float(high)
+        except ValueError:
+            raise ValueError(f"normalization {contract.normalization!r}: expected clip_scale:<low>:<high>") from None
+        return [ScaleIntensityRanged(IMAGE, a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True)]
     raise ValueError(f"unknown normalization {contract.normalization!r}; supported: {', '.join(NORMALIZATIONS)}")
 
 
