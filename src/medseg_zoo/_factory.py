@@ -11,7 +11,7 @@ from typing import Any
 from torch import nn
 
 from medseg_zoo._contract import ModelConfig, TaskContract
-from medseg_zoo._registry import get_config
+from medseg_zoo._registry import get_config, list_models
 from medseg_zoo.errors import InvalidOverrideError, PretrainedUnavailableError
 
 __all__ = ["create_model"]
@@ -136,16 +136,10 @@ def _unavailable_message(cfg: ModelConfig) -> str:
     if not cfg.weights:
         return (
             f"{cfg.name} has no pretrained weights (it is an architecture without a trained configuration). "
-            f"Models with weights: {', '.join(_with_weights()) or 'none yet'}"
+            f"Models with weights: {', '.join(list_models(pretrained=True)) or 'none yet'}"
         )
     recipes = "; ".join(f"{w.repo_id}: {w.recipe}" for w in cfg.weights)
     return (
         f"the weights of {cfg.name} are not published yet ({recipes}). Use pretrained=False to train it, "
-        f"or a model with weights: {', '.join(_with_weights()) or 'none yet'}"
+        f"or a model with weights: {', '.join(list_models(pretrained=True)) or 'none yet'}"
     )
-
-
-def _with_weights() -> list[str]:
-    from medseg_zoo._registry import list_models
-
-    return list_models(pretrained=True)

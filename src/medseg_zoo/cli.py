@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from medseg_zoo._factory import create_model
 from medseg_zoo._registry import get_config, list_models, model_info
 from medseg_zoo.data.discovery import DataSetError
 from medseg_zoo.errors import MedsegZooError
@@ -30,8 +31,6 @@ __all__ = ["build_parser", "main", "model_table", "run"]
 
 def _count_parameters(name: str) -> int:
     cfg = get_config(name)
-    from medseg_zoo._factory import create_model
-
     channels = {} if cfg.contract else {"in_channels": 1, "out_channels": 2}
     with torch.device("meta"):  # full-size counts without allocating weights
         model = create_model(name, **channels)
@@ -105,7 +104,6 @@ def _stem(path: Path) -> str:
 def _predict(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from medseg_zoo._factory import create_model
     from medseg_zoo.hub import from_pretrained
     from medseg_zoo.inference import Predictor
 
@@ -123,8 +121,6 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _download(args: argparse.Namespace) -> None:
-    from medseg_zoo._factory import create_model
-
     model = create_model(args.name, pretrained=True, cache_dir=args.cache_dir)
     print(model.load_report)
 
