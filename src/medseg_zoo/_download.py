@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import huggingface_hub
@@ -23,6 +22,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import WeightSource
 from medseg_zoo.errors import MedsegZooError
 
@@ -68,10 +68,7 @@ def record_hash(source: WeightSource, sha256: str, cache_dir: str | os.PathLike 
     if records.get(_key(source)) == sha256:
         return
     records[_key(source)] = sha256
-    fd, tmp = tempfile.mkstemp(dir=root, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(records, f, indent=2)
-    os.replace(tmp, root / "hashes.json")
+    atomic_write(root / "hashes.json", lambda tmp: Path(tmp).write_text(json.dumps(records, indent=2)))
 
 
 def evict(path: Path) -> None:

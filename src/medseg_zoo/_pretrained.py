@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._download import WeightsError, cache_root, evict, fetch, record_hash
 
@@ -136,10 +137,7 @@ def load_pretrained(
             evict(path)  # a file that cannot be read must not stay cached
             raise
         if source.format != "safetensors":  # later loads never unpickle
-            converted.parent.mkdir(parents=True, exist_ok=True)
-            tmp = converted.with_suffix(".tmp")
-            save_file({k: v.contiguous() for k, v in state.items()}, tmp)
-            os.replace(tmp, converted)
+            atomic_write(converted, lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, tmp))
     record_hash(source, sha256, cache_dir)
 
     base = cfg.contract

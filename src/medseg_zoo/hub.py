@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._registry import get_config
 from medseg_zoo.errors import MedsegZooError
@@ -41,17 +42,6 @@ def _config(model: nn.Module) -> ModelConfig:
     if not isinstance(cfg, ModelConfig) or cfg.contract is None:
         raise TypeError(f"expected a model from medseg_zoo.create_model, got {type(model).__name__}")
     return cfg
-
-
-def _write_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _model_card(cfg: ModelConfig, info: dict[str, Any]) -> str:
@@ -121,9 +111,9 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
         "notes": cfg.notes,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-    _write_atomic(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    _write_atomic(out / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2, default=list)))
-    _write_atomic(out / CARD_NAME, lambda tmp: Path(tmp).write_text(_model_card(cfg, info)))
+    atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    atomic_write(out / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2, default=list)))
+    atomic_write(out / CARD_NAME, lambda tmp: Path(tmp).write_text(_model_card(cfg, info)))
     return out
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from medseg_zoo._atomic import atomic_write
 
 __all__ = ["MODALITIES", "make_case", "make_dataset"]
 
@@ -125,17 +126,6 @@ def make_case(shape: Sequence[int] = (96, 96, 96), seed: int = 0) -> tuple[np.nd
     return image, label, affine
 
 
-def _save_atomic(img: nib.Nifti1Image, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".nii.gz")
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def make_dataset(
     out_dir: str | os.PathLike, n_cases: int = 8, shape: Sequence[int] = (96, 96, 96), seed: int = 0
 ) -> Path:
@@ -166,8 +156,9 @@ def make_dataset(
         if image_path.exists() and label_path.exists():
             continue
         image, label, affine = make_case(shape, seed=seed * 100_003 + i)
-        _save_atomic(nib.Nifti1Image(label, affine), label_path)
-        _save_atomic(nib.Nifti1Image(image, affine), image_path)
+        for path, data in ((label_path, label), (image_path, image)):
+            img = nib.Nifti1Image(data, affine)
+            atomic_write(path, lambda tmp, img=img: nib.save(img, tmp))
     dataset = {
         "name": "SyntheticBraTS",
         "description": f"Synthetic BraTS-like data from medseg_zoo.data.synthetic (seed {seed})",
@@ -179,7 +170,5 @@ def make_dataset(
         "training": training,
         "test": [],
     }
-    tmp = out / "dataset.json.tmp"
-    tmp.write_text(json.dumps(dataset, indent=2))
-    os.replace(tmp, out / "dataset.json")
+    atomic_write(out / "dataset.json", lambda tmp: Path(tmp).write_text(json.dumps(dataset, indent=2)))
     return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from medseg_zoo._atomic import atomic_write
 from medseg_zoo.errors import MedsegZooError
 
 __all__ = ["InputError", "Inputs", "Volume", "load_volume", "save_nifti"]
@@ -131,8 +131,6 @@ def save_nifti(data: np.ndarray, reference: Volume, path: str | os.PathLike) -> 
     The reference's header is kept — qform and sform with their codes, units, descriptions — with the data type
     of ``data`` and no intensity scaling.
     """
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     header = reference.header.copy() if reference.header is not None else nib.Nifti1Header()
     img = nib.Nifti1Image(data, reference.affine, header=header)
     img.set_data_dtype(data.dtype)
@@ -140,13 +138,4 @@ def save_nifti(data: np.ndarray, reference: Volume, path: str | os.PathLike) -> 
     if reference.header is not None:
         img.set_qform(reference.header.get_qform(), code=int(reference.header["qform_code"]))
         img.set_sform(reference.header.get_sform(), code=int(reference.header["sform_code"]))
-    suffix = "".join(out.suffixes[-2:]) or ".nii.gz"
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write(path, lambda tmp: nib.save(img, tmp))
