@@ -22,7 +22,7 @@ def test_round_trip(name, tmp_path):
     loaded = mz.from_pretrained(folder)
     assert loaded.pretrained_cfg.contract == model.pretrained_cfg.contract
     assert loaded.pretrained_cfg.model_args == model.pretrained_cfg.model_args
-    x = torch.randn(1, len(model.pretrained_cfg.contract.in_channels), 32, 32, 16)
+    x = torch.randn(1, len(model.pretrained_cfg.contract.in_channels), 64, 64, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
 

@@ -20,7 +20,7 @@ from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._download import WeightsError, cache_root, evict, fetch, record_hash
 
-__all__ = ["LoadReport", "load_pretrained", "read_checkpoint"]
+__all__ = ["LoadReport", "fill_computed", "is_computed", "load_pretrained", "read_checkpoint"]
 
 logger = logging.getLogger("medseg_zoo")
 
@@ -79,6 +79,20 @@ def read_checkpoint(path: Path, fmt: str) -> dict[str, torch.Tensor]:
     return obj
 
 
+COMPUTED_BUFFERS = ("relative_position_index",)  # buffers networks compute themselves: rebuilt, never stored
+
+
+def is_computed(key: str) -> bool:
+    """Whether a state-dict key is a buffer the network rebuilds itself (Swin's relative_position_index)."""
+    return key.endswith(COMPUTED_BUFFERS)
+
+
+def fill_computed(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """``state`` with the model's own values for its computed buffers."""
+    own = {k: v for k, v in model.state_dict().items() if is_computed(k)}
+    return {**{k: v for k, v in state.items() if not is_computed(k)}, **own}
+
+
 def _convert(state: dict[str, torch.Tensor], source: WeightSource, cfg: ModelConfig) -> dict[str, torch.Tensor]:
     if source.format == "self-attention-cv":
         from medseg_zoo.convert.self_attention_cv import convert_unetr
@@ -88,9 +102,8 @@ def _convert(state: dict[str, torch.Tensor], source: WeightSource, cfg: ModelCon
         from medseg_zoo.convert.monai import convert_unetr
 
         return convert_unetr(state)
-    # safetensors in the zoo's layout, and MONAI bundles of classes the zoo registers as they are. Buffers that
-    # the network computes itself (Swin's relative_position_index) are rebuilt, not stored.
-    return {k: v for k, v in state.items() if not k.endswith("relative_position_index")}
+    # safetensors in the zoo's layout, and MONAI bundles of classes the zoo registers, as they are
+    return {k: v for k, v in state.items() if not is_computed(k)}
 
 
 def _adapt_stem(weight: torch.Tensor, old: int, new: int) -> torch.Tensor:
@@ -159,7 +172,7 @@ def load_pretrained(
             state[key] = _interpolate_pos(state[key], old_grid, embed.grid_size)
             report.interpolated.append(key)
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(fill_computed(state, model), strict=True)
     except RuntimeError as exc:
         raise WeightsError(f"{path}: the weights do not fit {cfg.name} ({exc})") from None
     logger.info("%s: %s", cfg.name, report)

@@ -32,7 +32,10 @@ __all__ = ["build_parser", "main", "model_table", "run"]
 def _count_parameters(name: str) -> int:
     cfg = get_config(name)
     channels = {} if cfg.contract else {"in_channels": 1, "out_channels": 2}
-    with torch.device("meta"):  # full-size counts without allocating weights
+    try:
+        with torch.device("meta"):  # full-size counts without allocating weights
+            model = create_model(name, **channels)
+    except RuntimeError:  # networks that compute values while built (SwinUNETR) cannot be built on meta
         model = create_model(name, **channels)
     return sum(p.numel() for p in model.parameters())
 

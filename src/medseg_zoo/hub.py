@@ -97,7 +97,9 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
     cfg = _config(model)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    from medseg_zoo._pretrained import is_computed
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not is_computed(k)}
     info = {
         "format": "medseg-zoo",
         "format_version": FORMAT_VERSION,
@@ -179,17 +181,21 @@ def from_pretrained(
         raise CheckpointError(
             f"{config_path}: saved from {info['architecture']}, but {name!r} is now {base.architecture}"
         )
+    from medseg_zoo._pretrained import fill_computed
+
     roi = {base.roi_arg: contract.roi_size} if base.roi_arg else {}
-    with torch.device("meta"):  # no throw-away random initialisation; the weights replace everything
-        model = create_model(
-            name, in_channels=contract.in_channels, out_channels=contract.out_channels, **model_args, **roi
-        )
+    build = dict(in_channels=contract.in_channels, out_channels=contract.out_channels, **model_args, **roi)
+    try:
+        with torch.device("meta"):  # no throw-away random initialisation; the weights replace everything
+            model = create_model(name, **build)
+    except RuntimeError:  # networks that compute values while built (SwinUNETR) cannot be built on meta
+        model = create_model(name, **build)
     try:
         state = load_file(weights_path, device=str(map_location))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{weights_path}: cannot read the weights ({exc})") from None
     try:
-        model.load_state_dict(state, strict=True, assign=True)
+        model.load_state_dict(fill_computed(state, model), strict=True, assign=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{weights_path}: weights do not fit {name} ({exc})") from None
     unset = [k for k, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]

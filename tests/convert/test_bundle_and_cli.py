@@ -57,6 +57,27 @@ def test_unet_bundle_with_its_own_arguments(tmp_path):
         torch.testing.assert_close(model(x), source(x), rtol=0, atol=1e-5)
 
 
+def test_swin_unetr_bundle_from_an_older_monai(tmp_path):
+    from monai.networks.nets import SwinUNETR
+
+    args = {"in_channels": 1, "out_channels": 14, "feature_size": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1]}
+    source = SwinUNETR(**args).eval()
+    state = source.state_dict()
+    assert any(k.endswith("relative_position_index") for k in state)  # stored by the source, rebuilt by the zoo
+    network_def = {"_target_": "SwinUNETR", "img_size": 96, "spatial_dims": 3, **args}  # img_size: MONAI < 1.5
+    bundle = _bundle(tmp_path / "swin_unetr_btcv_segmentation", network_def, state)
+    model = convert_checkpoint(bundle, "monai-bundle", "swin_unetr_btcv").eval()
+    x = torch.randn(1, 1, 64, 64, 64)  # Swin UNETR's bottleneck is 1/32 of the input
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), rtol=0, atol=1e-5)
+    folder = mz.save_pretrained(model, tmp_path / "zoo")
+    from safetensors.torch import load_file
+
+    assert not any(k.endswith("relative_position_index") for k in load_file(folder / "model.safetensors"))
+    with torch.no_grad():
+        torch.testing.assert_close(mz.from_pretrained(folder)(x), source(x), rtol=0, atol=1e-5)
+
+
 def test_bundle_of_another_network_is_refused(tmp_path):
     bundle = _bundle(tmp_path / "b", {"_target_": "SwinUNETR", "in_channels": 1, "out_channels": 2}, {})
     with pytest.raises(ConversionError, match="the bundle's network is 'SwinUNETR', segresnet_brats is SegResNet"):

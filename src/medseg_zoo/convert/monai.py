@@ -104,7 +104,7 @@ def load_monai_bundle(folder: str | os.PathLike, model_name: str) -> nn.Module:
         ConversionError: Missing files, another network class, or weights that do not fit.
     """
     from medseg_zoo._factory import create_model
-    from medseg_zoo._pretrained import _convert, read_checkpoint
+    from medseg_zoo._pretrained import _convert, fill_computed, read_checkpoint
     from medseg_zoo._registry import get_config
 
     root = Path(folder)
@@ -130,7 +130,7 @@ def load_monai_bundle(folder: str | os.PathLike, model_name: str) -> nn.Module:
         read_checkpoint(weights_path, "monai-bundle"), WeightSource(repo_id="", format="monai-bundle"), cfg
     )
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(fill_computed(state, model), strict=True)
     except RuntimeError as exc:
         raise ConversionError(f"{weights_path}: the weights do not fit {model_name} ({exc})") from None
     return model

@@ -117,6 +117,26 @@ _SCHEMES = {
             {0: "background", 1: "necrotic tumour core", 2: "peritumoral edema", 3: "enhancing tumour"},
             {"TC": (1, 3), "WT": (1, 2, 3), "ET": (3,)},
         ),
+        LabelScheme(
+            "btcv",
+            "BTCV (Beyond the Cranial Vault) abdomen, 13 organs",
+            {
+                0: "background",
+                1: "spleen",
+                2: "right kidney",
+                3: "left kidney",
+                4: "gallbladder",
+                5: "esophagus",
+                6: "liver",
+                7: "stomach",
+                8: "aorta",
+                9: "inferior vena cava",
+                10: "portal and splenic veins",
+                11: "pancreas",
+                12: "right adrenal gland",
+                13: "left adrenal gland",
+            },
+        ),
         LabelScheme("msd_task09", "Medical Segmentation Decathlon Task09_Spleen", {0: "background", 1: "spleen"}),
         # The mapping of MONAI's tutorial transform ConvertToMultiChannelBasedOnBratsClassesd (ET = label 2).
         # Kept only to reproduce numbers published with it: on MSD Task01 data, where enhancing tumour is
