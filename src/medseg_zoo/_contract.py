@@ -32,7 +32,8 @@ class TaskContract:
         orientation: Axis codes the inputs are reoriented to (nibabel/MONAI convention, e.g. ``"RAS"``), or
             ``None`` to keep the input's axes (models trained on data in its stored orientation).
         normalization: Intensity normalisation: ``"zscore_nonzero_channelwise"``, ``"zscore_channelwise"``,
-            ``"clip_scale:<low>:<high>"`` (a CT window scaled to [0, 1]) or ``"none"``.
+            ``"clip_scale:<low>:<high>"`` (a CT window scaled to [0, 1]), ``"zscore_nonzero_rescale:<low>:<high>"``
+            (z-score over non-zero voxels, then min-max to [low, high]) or ``"none"``.
         label_scheme: Name of the label scheme (data set edition) the outputs map to, or ``None``.
     """
 

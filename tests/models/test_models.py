@@ -55,6 +55,14 @@ def _monai_unet_count() -> int:
     return _count(ref)
 
 
+def _monai_wholebody_count() -> int:
+    with torch.device("meta"):
+        ref = monai.networks.nets.SegResNet(
+            blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1), init_filters=32, in_channels=1, out_channels=105
+        )
+    return _count(ref)
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
@@ -63,6 +71,7 @@ def _monai_unet_count() -> int:
         ("unet_brats", _monai_unet_count),  # the seed's 4.8 M baseline
         ("segresnet_brats", lambda: 4_702_227),  # MONAI bundle brats_mri_segmentation's SegResNet
         ("swin_unetr_btcv", lambda: 62_187_296),  # MONAI bundle swin_unetr_btcv_segmentation's SwinUNETR
+        ("segresnet_wholebody", _monai_wholebody_count),  # MONAI bundle wholeBody_ct_segmentation's SegResNet
     ],
 )
 def test_full_size_parameter_count(name, expected):

@@ -126,3 +126,11 @@ def test_monai_dictionary_transforms():
     assert data["label"].shape == (3, 1, 2, 2) and data["image"] == 0
     back = RegionsToLabelsd("label", "brats2020")(data)
     torch.testing.assert_close(back["label"], label_map.to(torch.uint8))
+
+
+@pytest.mark.parametrize(("name", "classes"), [("btcv", 14), ("totalsegmentator_v1", 105), ("msd_task09", 2)])
+def test_exclusive_editions_round_trip(name, classes):
+    scheme = get_scheme(name)
+    assert scheme.exclusive and len(scheme.channels) == classes
+    label_map = np.random.default_rng(1).integers(0, classes, size=(6, 5, 4)).astype(np.uint8)
+    np.testing.assert_array_equal(regions_to_labels(labels_to_regions(label_map, scheme), scheme), label_map)

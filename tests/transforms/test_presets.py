@@ -138,3 +138,13 @@ def test_ct_window_normalization(tmp_path):
     np.testing.assert_allclose(out.numpy().ravel(), [0, 0, 0.5, 1, 1], atol=1e-6)
     with pytest.raises(ValueError, match=r"expected clip_scale:<low>:<high>"):
         inference_transforms(dataclasses.replace(contract, normalization="clip_scale:-57"))
+
+
+def test_zscore_then_rescale_normalization(tmp_path):
+    contract = dataclasses.replace(
+        CONTRACT, in_channels=("CT",), normalization="zscore_nonzero_rescale:-1:1", spacing=None, label_scheme=None
+    )
+    ct = np.random.default_rng(0).normal(100, 300, size=(6, 5, 4)).astype(np.float32)
+    nib.save(nib.Nifti1Image(ct, np.eye(4)), tmp_path / "ct.nii.gz")
+    out = inference_transforms(contract)({"image": str(tmp_path / "ct.nii.gz")})["image"]
+    assert out.min().item() == pytest.approx(-1) and out.max().item() == pytest.approx(1)

@@ -7,6 +7,7 @@ from monai.networks.nets import SegResNet
 
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._registry import register_model
+from medseg_zoo.transforms.labels import TOTALSEGMENTATOR_V1
 
 __all__: list[str] = []
 
@@ -56,6 +57,46 @@ register_model(
         },
         notes="MONAI model-zoo brats_mri_segmentation: SegResNet(blocks_down 1,2,2,4, blocks_up 1,1,1, init_filters "
         "16, 4 -> 3, dropout 0.2). Outputs TC, WT, ET map to BraTS 2018 labels (ET -> 4, TC -> 1, WT -> 2).",
+        tiny_args=_TINY,
+        stem=_STEM,
+        head=_HEAD,
+    )
+)
+
+register_model(
+    ModelConfig(
+        name="segresnet_wholebody",
+        builder=SegResNet,
+        model_args={"blocks_down": (1, 2, 2, 4), "blocks_up": (1, 1, 1), "init_filters": 32, "dropout_prob": 0.2},
+        contract=TaskContract(
+            # configs/inference.json of the MONAI bundle (high-resolution model): Orientationd RAS, Spacingd 1.5 mm,
+            # NormalizeIntensityd(nonzero) then ScaleIntensityd(-1, 1), SlidingWindowInferer roi 96^3, softmax.
+            in_channels=("CT",),
+            out_channels=TOTALSEGMENTATOR_V1,
+            activation="softmax",
+            roi_size=(96, 96, 96),
+            spacing=(1.5, 1.5, 1.5),
+            orientation="RAS",
+            normalization="zscore_nonzero_rescale:-1:1",
+            label_scheme="totalsegmentator_v1",
+        ),
+        weights=(
+            WeightSource(
+                repo_id="MONAI/wholeBody_ct_segmentation",
+                filename="models/model.pt",
+                revision="main",
+                md5="aded45dea52f9c00b37922bcd0a98502",  # large_files.yml of the MONAI model-zoo bundle
+                format="monai-bundle",
+                notes="MONAI model-zoo bundle wholeBody_ct_segmentation, high-resolution (1.5 mm) model; no Hub "
+                "commit could be pinned offline, so the first verified download's sha256 is recorded and enforced.",
+            ),
+        ),
+        license="Apache-2.0 (MONAI model zoo); TotalSegmentator data terms (CC BY 4.0) apply",
+        paper="Wasserthal et al., TotalSegmentator: robust segmentation of 104 anatomical structures in CT images, "
+        "Radiology: AI 2023 (arXiv:2208.05868); " + _PAPER,
+        metrics={"mean_dice": 0.8, "data": "TotalSegmentator validation split of the MONAI bundle"},
+        notes="MONAI model-zoo wholeBody_ct_segmentation: SegResNet(1 -> 105, init_filters 32, blocks_down 1,2,2,4, "
+        "blocks_up 1,1,1, dropout 0.2). The bundle pads windows by replication and uses overlap 0.25.",
         tiny_args=_TINY,
         stem=_STEM,
         head=_HEAD,

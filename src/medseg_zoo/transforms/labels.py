@@ -91,6 +91,26 @@ class LabelScheme:
             )
 
 
+# TotalSegmentator v1 classes in label order, as in MONAI's wholeBody_ct_segmentation bundle (configs/metadata.json).
+TOTALSEGMENTATOR_V1 = (
+    "background", "spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "aorta",
+    "inferior_vena_cava", "portal_vein_and_splenic_vein", "pancreas", "adrenal_gland_right", "adrenal_gland_left",
+    "lung_upper_lobe_left", "lung_lower_lobe_left", "lung_upper_lobe_right", "lung_middle_lobe_right",
+    "lung_lower_lobe_right",
+    *(f"vertebrae_L{i}" for i in range(5, 0, -1)),
+    *(f"vertebrae_T{i}" for i in range(12, 0, -1)),
+    *(f"vertebrae_C{i}" for i in range(7, 0, -1)),
+    "esophagus", "trachea", "heart_myocardium", "heart_atrium_left", "heart_ventricle_left", "heart_atrium_right",
+    "heart_ventricle_right", "pulmonary_artery", "brain", "iliac_artery_left", "iliac_artery_right",
+    "iliac_vena_left", "iliac_vena_right", "small_bowel", "duodenum", "colon",
+    *(f"rib_{side}_{i}" for side in ("left", "right") for i in range(1, 13)),
+    "humerus_left", "humerus_right", "scapula_left", "scapula_right", "clavicula_left", "clavicula_right",
+    "femur_left", "femur_right", "hip_left", "hip_right", "sacrum", "face", "gluteus_maximus_left",
+    "gluteus_maximus_right", "gluteus_medius_left", "gluteus_medius_right", "gluteus_minimus_left",
+    "gluteus_minimus_right", "autochthon_left", "autochthon_right", "iliopsoas_left", "iliopsoas_right",
+    "urinary_bladder",
+)  # fmt: skip
+
 _BRATS_LEGACY = {
     0: "background",
     1: "necrotic and non-enhancing tumour core",
@@ -137,6 +157,7 @@ _SCHEMES = {
                 13: "left adrenal gland",
             },
         ),
+        LabelScheme("totalsegmentator_v1", "TotalSegmentator v1, 104 structures", dict(enumerate(TOTALSEGMENTATOR_V1))),
         LabelScheme("msd_task09", "Medical Segmentation Decathlon Task09_Spleen", {0: "background", 1: "spleen"}),
         # The mapping of MONAI's tutorial transform ConvertToMultiChannelBasedOnBratsClassesd (ET = label 2).
         # Kept only to reproduce numbers published with it: on MSD Task01 data, where enhancing tumour is

@@ -32,6 +32,7 @@ from monai.transforms import (
     RandScaleIntensityd,
     RandShiftIntensityd,
     RandSpatialCropd,
+    ScaleIntensityd,
     ScaleIntensityRanged,
     Spacingd,
     SpatialPadd,
@@ -52,7 +53,13 @@ __all__ = [
 ]
 
 IMAGE, LABEL = "image", "label"
-NORMALIZATIONS = ("zscore_nonzero_channelwise", "zscore_channelwise", "clip_scale:<low>:<high>", "none")
+NORMALIZATIONS = (
+    "zscore_nonzero_channelwise",
+    "zscore_channelwise",
+    "clip_scale:<low>:<high>",
+    "zscore_nonzero_rescale:<low>:<high>",
+    "none",
+)
 
 
 def _contract(source: TaskContract | nn.Module) -> TaskContract:
@@ -71,13 +78,16 @@ def _normalize(contract: TaskContract) -> list[MapTransform]:
         return [NormalizeIntensityd(IMAGE, nonzero=False, channel_wise=True)]
     if contract.normalization == "none":
         return []
-    if contract.normalization.startswith("clip_scale:"):  # CT windows: clip to [low, high], scale to [0, 1]
+    kind, _, bounds = contract.normalization.partition(":")
+    if kind in ("clip_scale", "zscore_nonzero_rescale"):
         try:
-            _, low, high = contract.normalization.split(":")
-            a_min, a_max = float(low), float(high)
+            low, high = (float(b) for b in bounds.split(":"))
         except ValueError:
-            raise ValueError(f"normalization {contract.normalization!r}: expected clip_scale:<low>:<high>") from None
-        return [ScaleIntensityRanged(IMAGE, a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True)]
+            raise ValueError(f"normalization {contract.normalization!r}: expected {kind}:<low>:<high>") from None
+        if kind == "clip_scale":  # CT windows: clip to [low, high], scale to [0, 1]
+            return [ScaleIntensityRanged(IMAGE, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)]
+        # z-score over non-zero voxels, then the volume's min-max range to [low, high] (MONAI wholeBody_ct)
+        return [NormalizeIntensityd(IMAGE, nonzero=True), ScaleIntensityd(IMAGE, minv=low, maxv=high)]
     raise ValueError(f"unknown normalization {contract.normalization!r}; supported: {', '.join(NORMALIZATIONS)}")
 
 
