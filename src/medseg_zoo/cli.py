@@ -46,7 +46,10 @@ def model_table(pattern: str = "*", pretrained: bool = False) -> str:
     for name in list_models(pattern, pretrained=pretrained):
         cfg = get_config(name)
         c = cfg.contract
-        io = f"{','.join(c.in_channels)} -> {','.join(c.out_channels)} ({c.activation})" if c else "given by caller"
+        outs = (
+            ",".join(c.out_channels) if c and len(c.out_channels) <= 4 else f"{len(c.out_channels) if c else 0} classes"
+        )
+        io = f"{','.join(c.in_channels)} -> {outs} ({c.activation})" if c else "given by caller"
         roi = "x".join(map(str, c.roi_size if c else cfg.default_roi))
         weights = "published" if cfg.has_weights else ("planned" if cfg.weights else "-")
         rows.append((name, io, roi, f"{_count_parameters(name) / 1e6:.1f}M", weights))
