@@ -19,6 +19,7 @@ class FakeHub:
         self.repos: dict[str, dict[str, tuple[str, dict[str, bytes]]]] = {}
         self.requests: list[tuple[str, str]] = []
         self.created: list[str] = []
+        self.files: dict[str, bytes] = {}  # plain downloads under /files/, as from GitHub releases
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -37,6 +38,9 @@ class FakeHub:
             def _resolve(self, head: bool) -> None:
                 hub.requests.append((self.command, self.path))
                 parts = unquote(self.path.split("?")[0]).lstrip("/").split("/")
+                if parts[0] == "files":
+                    body = hub.files.get("/".join(parts[1:]))
+                    return self._send(200 if body is not None else 404, {}, body or b"", head)
                 if len(parts) < 5 or parts[2] != "resolve":
                     return self._send(404, {"X-Error-Code": "EntryNotFound"}, b"not found", head)
                 repo, revision, filename = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
@@ -103,3 +107,4 @@ class FakeHub:
         self.repos.clear()
         self.requests.clear()
         self.created.clear()
+        self.files.clear()

@@ -48,7 +48,7 @@ def test_monai_bundle_end_to_end(hub, tmp_path, source_model, bundle_entry):
     x = torch.randn(1, 4, 32, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x), source_model(x), rtol=0, atol=1e-5)
-    assert "MONAI/brats_mri_segmentation/models/model.pt@main" in str(model.load_report)
+    assert "MONAI/brats_mri_segmentation@main/models/model.pt" in str(model.load_report)
     assert model.pretrained_cfg.contract.in_channels == ("T1c", "T1", "T2", "FLAIR")
     assert list((tmp_path / "medseg_zoo" / "converted").glob("segresnet_brats-*.safetensors"))  # never unpickled again
 
@@ -116,10 +116,15 @@ def test_changed_file_after_first_verified_download_is_refused(hub, tmp_path, so
 
 
 def test_pinned_hash_mismatch_is_refused(hub, tmp_path, source_model):
-    hub.add(REPO, {"models/model.pt": _pt(source_model.state_dict())})  # not the bundle's real bytes
-    with pytest.raises(WeightsError, match=r"md5 [0-9a-f]+, expected 870e677b782a5184cbc48db1456b78e8 \(published"):
-        mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)
-    assert not list((tmp_path / "hub").rglob("model.pt"))
+    cfg = get_config("segresnet_brats")
+    register_model(cfg.replace(weights=cfg.weights[:1]), overwrite=True)  # the Hub source only: no real network
+    try:
+        hub.add(REPO, {"models/model.pt": _pt(source_model.state_dict())})  # not the bundle's real bytes
+        with pytest.raises(WeightsError, match=r"md5 [0-9a-f]+, expected 870e677b782a5184cbc48db1456b78e8 \(publ"):
+            mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)
+        assert not list((tmp_path / "hub").rglob("model.pt"))
+    finally:
+        register_model(cfg, overwrite=True)
 
 
 def test_pickle_with_code_is_refused(hub, tmp_path, source_model, bundle_entry):
@@ -185,3 +190,35 @@ def test_spleen_bundle_predicts_on_the_input_grid(hub, tmp_path, monkeypatch):
     seg = mz.predict(model, tmp_path / "ct.nii.gz", amp=False)
     assert seg.shape == ct.shape and np.array_equal(seg.affine, nib.load(tmp_path / "ct.nii.gz").affine)
     assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1}
+
+
+def test_files_hosted_elsewhere(hub, tmp_path, source_model, monkeypatch):
+    import hashlib
+
+    data = _pt(source_model.state_dict())
+    hub.files["model_brats.pt"] = data
+    cfg = get_config("segresnet_brats")
+    mirror = mz.WeightSource(
+        repo_id="", url=f"{hub.url}/files/model_brats.pt", md5=hashlib.md5(data).hexdigest(), format="monai-bundle"
+    )
+    register_model(
+        cfg.replace(weights=(cfg.weights[0].__class__(**{**cfg.weights[0].__dict__, "md5": None}), mirror)),
+        overwrite=True,
+    )
+    try:
+        # the Hub repository is missing: the mirror is used, hash-checked, cached
+        model = mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)
+        assert model.load_report.source.startswith(f"{hub.url}/files/model_brats.pt")
+        assert list((tmp_path / "medseg_zoo" / "downloads").rglob("model_brats.pt"))
+        hub.requests.clear()
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)
+        assert hub.requests == []
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+        register_model(cfg.replace(weights=(mirror.__class__(**{**mirror.__dict__, "md5": "0" * 32}),)), overwrite=True)
+        with pytest.raises(WeightsError, match=r"md5 [0-9a-f]+, expected 0{32} \(published by the source\)"):
+            mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)
+        assert not list((tmp_path / "medseg_zoo" / "downloads").rglob("model_brats.pt"))  # evicted
+    finally:
+        register_model(cfg, overwrite=True)

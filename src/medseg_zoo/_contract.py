@@ -62,6 +62,7 @@ class WeightSource:
 
     Attributes:
         repo_id: Hugging Face Hub repository (``"org/name"``); every byte is fetched with ``hf_hub_download``.
+            Empty for files hosted elsewhere (``url``).
         filename: File inside the repository, e.g. ``"model.safetensors"`` or ``"models/model.pt"``.
         revision: The revision to fetch (a commit where it could be pinned); ``None`` while not published.
         sha256: Expected digest; where unknown, the first verified download records it and later loads
@@ -71,6 +72,8 @@ class WeightSource:
             (``"monai-bundle"``: a MONAI model-zoo ``models/model.pt`` state dict).
         recipe: How the weights are (or will be) trained, shown when they are not published.
         notes: Where the source and its contract come from.
+        url: A file hosted outside the Hub (GitHub releases, NVIDIA's downloads): fetched once into the zoo's
+            cache with the same hash checks.
     """
 
     repo_id: str
@@ -81,11 +84,17 @@ class WeightSource:
     format: WeightFormat = "safetensors"
     recipe: str = ""
     notes: str = ""
+    url: str | None = None
 
     @property
     def published(self) -> bool:
-        """Whether the weights can be downloaded (a revision is given)."""
-        return self.revision is not None
+        """Whether the weights can be downloaded (a Hub revision or a URL is given)."""
+        return self.revision is not None or self.url is not None
+
+    @property
+    def location(self) -> str:
+        """Where the file comes from, for messages and hash records."""
+        return self.url or f"{self.repo_id}@{self.revision}/{self.filename}"
 
 
 @dataclass(frozen=True)

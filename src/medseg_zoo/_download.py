@@ -10,7 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import urllib.error
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 import huggingface_hub
 from huggingface_hub import hf_hub_download
@@ -43,10 +47,6 @@ def _hub_cache(cache_dir: str | os.PathLike | None) -> Path | None:
     return Path(cache_dir) / "hub" if cache_dir is not None else None
 
 
-def _key(source: WeightSource) -> str:
-    return f"{source.repo_id}@{source.revision}/{source.filename}"
-
-
 def _digest(path: Path, algorithm: str) -> str:
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
@@ -65,9 +65,9 @@ def record_hash(source: WeightSource, sha256: str, cache_dir: str | os.PathLike 
     root = cache_root(cache_dir)
     root.mkdir(parents=True, exist_ok=True)
     records = _records(root)
-    if records.get(_key(source)) == sha256:
+    if records.get(source.location) == sha256:
         return
-    records[_key(source)] = sha256
+    records[source.location] = sha256
     atomic_write(root / "hashes.json", lambda tmp: Path(tmp).write_text(json.dumps(records, indent=2)))
 
 
@@ -76,6 +76,31 @@ def evict(path: Path) -> None:
     blob = path.resolve()
     path.unlink(missing_ok=True)
     blob.unlink(missing_ok=True)
+
+
+def _fetch_url(source: WeightSource, cache_dir: str | os.PathLike | None, local_files_only: bool) -> Path:
+    """A file hosted outside the Hub, downloaded once into ``<cache root>/downloads``."""
+    url = source.url
+    folder = cache_root(cache_dir) / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    path = folder / (Path(urlparse(url).path).name or "download")
+    if path.exists():
+        return path
+    if local_files_only or huggingface_hub.constants.HF_HUB_OFFLINE:
+        raise WeightsError(f"{url}: not in the cache and offline mode is on; download it once with network access")
+
+    def download(tmp: str) -> None:
+        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
+            expected = response.headers.get("Content-Length")
+            shutil.copyfileobj(response, f, 1 << 20)
+            if expected is not None and f.tell() != int(expected):
+                raise WeightsError(f"{url}: received {f.tell()} of {expected} bytes")
+
+    try:
+        return atomic_write(path, download)
+    except (urllib.error.URLError, OSError) as exc:
+        if isinstance(exc, WeightsError):
+            raise
+        raise WeightsError(f"{url}: download failed ({exc})") from None
 
 
 def fetch(
@@ -94,6 +119,8 @@ def fetch(
         WeightsError: Missing repository, revision or file; offline without a cached copy; hash mismatch (the
             file is then removed from the cache).
     """
+    if source.url is not None:
+        return _verify(_fetch_url(source, cache_dir, local_files_only), source, cache_dir)
     where = f"{source.repo_id} (revision {source.revision}, file {source.filename})"
     try:
         path = Path(
@@ -120,11 +147,16 @@ def fetch(
     except (HfHubHTTPError, OSError) as exc:
         raise WeightsError(f"{where}: download failed ({type(exc).__name__}: {exc})") from None
 
+    return _verify(path, source, cache_dir)
+
+
+def _verify(path: Path, source: WeightSource, cache_dir: str | os.PathLike | None) -> tuple[Path, str]:
+    """Check a fetched file against the pinned, published and recorded hashes; evict it on a mismatch."""
     sha256 = _digest(path, "sha256")
     expected = [("sha256", source.sha256, sha256, "pinned in the registry")]
     if source.md5:
         expected.append(("md5", source.md5, _digest(path, "md5"), "published by the source"))
-    recorded = _records(cache_root(cache_dir)).get(_key(source))
+    recorded = _records(cache_root(cache_dir)).get(source.location)
     if recorded:
         expected.append(("sha256", recorded, sha256, "recorded at the first verified download"))
     for algorithm, want, got, why in expected:

@@ -138,8 +138,15 @@ def load_pretrained(
     re-initialised when the outputs differ, position embeddings interpolated when the roi differs. Any other
     missing, unexpected or mis-shaped key is an error.
     """
-    source = next(w for w in cfg.weights if w.published)
-    path, sha256 = fetch(source, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
+    failures = []
+    for source in (w for w in cfg.weights if w.published):  # mirrors in order; the first that verifies wins
+        try:
+            path, sha256 = fetch(source, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
+            break
+        except WeightsError as exc:
+            failures.append(str(exc))
+    else:
+        raise WeightsError(f"{cfg.name}: no weight source could be used:\n  " + "\n  ".join(failures))
     converted = cache_root(cache_dir) / "converted" / f"{cfg.name}-{sha256[:16]}.safetensors"
     if converted.exists():
         state = load_file(converted)
@@ -154,7 +161,7 @@ def load_pretrained(
     record_hash(source, sha256, cache_dir)
 
     base = cfg.contract
-    report = LoadReport(f"{source.repo_id}/{source.filename}@{source.revision} (sha256 {sha256[:12]})")
+    report = LoadReport(f"{source.location} (sha256 {sha256[:12]})")
     target = model.state_dict()
     if len(contract.in_channels) != len(base.in_channels):
         for key in cfg.stem:

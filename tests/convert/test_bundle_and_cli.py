@@ -158,7 +158,7 @@ def test_cli_download_and_push(hub, tmp_path, monkeypatch, capsys):
     )
     try:
         assert main(["download", "segresnet_brats", "--cache-dir", str(tmp_path)]) == 0
-        assert "loaded MONAI/brats_mri_segmentation/models/model.pt@main" in capsys.readouterr().out
+        assert "loaded MONAI/brats_mri_segmentation@main/models/model.pt" in capsys.readouterr().out
     finally:
         register_model(cfg, overwrite=True)
     assert main(["download", "unetr_brats"]) == 2

@@ -45,6 +45,12 @@ register_model(
                 "0.5.3); no Hub commit could be pinned offline, so the first verified download's sha256 is "
                 "recorded and enforced.",
             ),
+            WeightSource(  # the same file on NVIDIA's downloads (large_files.yml), tried if the Hub fails
+                repo_id="",
+                url="https://developer.download.nvidia.com/assets/Clara/monai/tutorials/model_zoo/model_brats_mri_segmentation.pt",
+                md5="870e677b782a5184cbc48db1456b78e8",
+                format="monai-bundle",
+            ),
         ),
         license="Apache-2.0 (MONAI model zoo); BraTS 2018 data terms apply",
         paper=_PAPER,
@@ -89,6 +95,12 @@ register_model(
                 format="monai-bundle",
                 notes="MONAI model-zoo bundle wholeBody_ct_segmentation, high-resolution (1.5 mm) model; no Hub "
                 "commit could be pinned offline, so the first verified download's sha256 is recorded and enforced.",
+            ),
+            WeightSource(  # the same file on NVIDIA's downloads (large_files.yml), tried if the Hub fails
+                repo_id="",
+                url="https://developer.download.nvidia.com/assets/Clara/monai/tutorials/model_zoo/model_wholebody_ct_segmentation.pt",
+                md5="aded45dea52f9c00b37922bcd0a98502",
+                format="monai-bundle",
             ),
         ),
         license="Apache-2.0 (MONAI model zoo); TotalSegmentator data terms (CC BY 4.0) apply",

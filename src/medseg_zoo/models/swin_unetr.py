@@ -65,6 +65,12 @@ register_model(
                 "MONAI >= 1.5 rejects it); no Hub commit could be pinned offline, so the first verified "
                 "download's sha256 is recorded and enforced.",
             ),
+            WeightSource(  # the same file on NVIDIA's downloads (large_files.yml), tried if the Hub fails
+                repo_id="",
+                url="https://developer.download.nvidia.com/assets/Clara/monai/tutorials/model_zoo/model_swin_unetr_btcv_segmentation_v1.pt",
+                md5="50dd67a01b28a1d5487fd9ac27e682fb",
+                format="monai-bundle",
+            ),
         ),
         license="Apache-2.0 (MONAI model zoo); BTCV data terms (Synapse) apply",
         paper=_PAPER,

@@ -72,6 +72,12 @@ register_model(
                 notes="MONAI model-zoo bundle spleen_ct_segmentation; no Hub commit could be pinned offline, so the "
                 "first verified download's sha256 is recorded and enforced.",
             ),
+            WeightSource(  # the same file on NVIDIA's downloads (large_files.yml), tried if the Hub fails
+                repo_id="",
+                url="https://developer.download.nvidia.com/assets/Clara/monai/tutorials/model_zoo/model_spleen_ct_segmentation_v1.pt",
+                md5="be4fa95e236df91766147c112ee6fafd",
+                format="monai-bundle",
+            ),
         ),
         license="Apache-2.0 (MONAI model zoo); MSD Task09 data terms (CC-BY-SA 4.0) apply",
         paper=_PAPER,
