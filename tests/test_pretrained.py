@@ -222,3 +222,22 @@ def test_files_hosted_elsewhere(hub, tmp_path, source_model, monkeypatch):
         assert not list((tmp_path / "medseg_zoo" / "downloads").rglob("model_brats.pt"))  # evicted
     finally:
         register_model(cfg, overwrite=True)
+
+
+def test_research_contributions_unetr_from_a_url(hub, tmp_path):
+    from monai.networks.nets import UNETR as MonaiUNETR
+
+    small = {"hidden_size": 96, "mlp_dim": 192, "num_heads": 4, "feature_size": 8}
+    source = MonaiUNETR(1, 14, (96, 96, 96), proj_type="perceptron", **small).eval()
+    hub.files["UNETR_model_best_acc.pth"] = _pt({"epoch": 5000, "best_acc": 0.8, "state_dict": source.state_dict()})
+    cfg = get_config("unetr_btcv")
+    url = cfg.weights[0].__class__(**{**cfg.weights[0].__dict__, "url": f"{hub.url}/files/UNETR_model_best_acc.pth"})
+    register_model(cfg.replace(weights=(url,), model_args={**cfg.model_args, **small}), overwrite=True)
+    try:
+        model = mz.create_model("unetr_btcv", pretrained=True, cache_dir=tmp_path).eval()
+    finally:
+        register_model(cfg, overwrite=True)
+    x = torch.randn(1, 1, 96, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), rtol=0, atol=1e-4)
+    assert model.pretrained_cfg.contract.out_channels[10] == "portal and splenic veins"

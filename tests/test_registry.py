@@ -43,7 +43,7 @@ def test_pretrained_without_published_weights_names_the_recipe():
 
 def test_list_models_filters():
     assert {"unetr", "unetr_brats", "unetr_monai", "unet", "unet_brats"} <= set(mz.list_models())
-    assert mz.list_models("unetr_*") == ["unetr_brats", "unetr_monai"]
+    assert mz.list_models("unetr_*") == ["unetr_brats", "unetr_btcv", "unetr_monai"]
     assert all(mz._registry.get_config(n).has_weights for n in mz.list_models(pretrained=True))
     assert "unetr_brats" not in mz.list_models(pretrained=True)  # planned, not published
 

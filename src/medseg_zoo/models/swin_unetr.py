@@ -7,6 +7,7 @@ from monai.networks.nets import SwinUNETR
 
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._registry import register_model
+from medseg_zoo.transforms.labels import get_scheme
 
 __all__: list[str] = []
 
@@ -29,24 +30,9 @@ register_model(
         contract=TaskContract(
             # configs/inference.json of the MONAI bundle: Orientationd RAS, Spacingd 1.5/1.5/2.0,
             # ScaleIntensityRanged(-175, 250 -> 0, 1, clip), SlidingWindowInferer roi 96^3, softmax + argmax;
-            # class names from configs/metadata.json.
+            # classes of configs/metadata.json (the btcv scheme).
             in_channels=("CT",),
-            out_channels=(
-                "background",
-                "spleen",
-                "right kidney",
-                "left kidney",
-                "gallbladder",
-                "esophagus",
-                "liver",
-                "stomach",
-                "aorta",
-                "inferior vena cava",
-                "portal and splenic veins",
-                "pancreas",
-                "right adrenal gland",
-                "left adrenal gland",
-            ),
+            out_channels=get_scheme("btcv").channels,
             activation="softmax",
             roi_size=(96, 96, 96),
             spacing=(1.5, 1.5, 2.0),

@@ -15,6 +15,7 @@ from torch import nn
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._registry import register_model
 from medseg_zoo.layers import PatchEmbed3d, ResBlock, TransformerEncoder, UnetrSkipBlock, UnetrUpBlock, conv3d
+from medseg_zoo.transforms.labels import get_scheme
 
 __all__ = ["UNETR"]
 
@@ -149,6 +150,7 @@ BRATS_MSD_CONTRACT = TaskContract(
     label_scheme="msd_task01",
 )
 
+BTCV_CLASSES = get_scheme("btcv").channels
 _STEM = ("stem.conv1.conv.weight", "stem.shortcut.conv.weight", "patch_embed.proj.weight")
 _HEAD = ("head.",)
 
@@ -218,6 +220,45 @@ register_model(
         },
         notes="monai.networks.nets.UNETR defaults (hidden 768, 12 heads, MLP 3072, feature size 16, "
         "conv_block and res_block true, LayerNorm on the last hidden state).",
+        tiny_args=_TINY,
+        stem=_STEM,
+        head=_HEAD,
+    )
+)
+
+register_model(
+    ModelConfig(
+        name="unetr_btcv",
+        builder=UNETR,
+        model_args={"proj_type": "perceptron"},
+        contract=TaskContract(
+            # research-contributions UNETR/BTCV: UNETR(1 -> 14, img_size 96, feature_size 16, hidden 768, MLP 3072,
+            # 12 heads, perceptron embedding, instance norm, conv_block, res_block) per its README; RAS, spacing
+            # 1.5/1.5/2.0 and ScaleIntensityRanged(-175, 250 -> 0, 1, clip) are its scripts' defaults.
+            in_channels=("CT",),
+            out_channels=tuple(BTCV_CLASSES),
+            activation="softmax",
+            roi_size=(96, 96, 96),
+            spacing=(1.5, 1.5, 2.0),
+            orientation="RAS",
+            normalization="clip_scale:-175:250",
+            label_scheme="btcv",
+        ),
+        roi_arg="img_size",
+        weights=(
+            WeightSource(
+                repo_id="",
+                url="https://developer.download.nvidia.com/assets/Clara/monai/research/UNETR_model_best_acc.pth",
+                format="monai",
+                notes="research-contributions' checkpoint ({'state_dict': ...} of MONAI's UNETR of 2021), converted "
+                "with medseg_zoo.convert.monai; no hash is published, so the first verified download's sha256 is "
+                "recorded and enforced.",
+            ),
+        ),
+        license="Apache-2.0 (Project-MONAI/research-contributions); BTCV data terms (Synapse) apply",
+        paper=_PAPER,
+        notes="UNETR trained on BTCV by the UNETR authors (Project-MONAI/research-contributions, UNETR/BTCV); no "
+        "metric is published with the checkpoint.",
         tiny_args=_TINY,
         stem=_STEM,
         head=_HEAD,
