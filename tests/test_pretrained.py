@@ -235,9 +235,24 @@ def test_research_contributions_unetr_from_a_url(hub, tmp_path):
     register_model(cfg.replace(weights=(url,), model_args={**cfg.model_args, **small}), overwrite=True)
     try:
         model = mz.create_model("unetr_btcv", pretrained=True, cache_dir=tmp_path).eval()
+        # fine-tuning on 2-channel MRI, 3 regions, another roi: linear patch embedding adapted, position
+        # embedding interpolated, head re-initialised
+        tuned = mz.create_model(
+            "unetr_btcv", pretrained=True, cache_dir=tmp_path, in_channels=2, out_channels=3, img_size=(64, 64, 32)
+        )
     finally:
         register_model(cfg, overwrite=True)
     x = torch.randn(1, 1, 96, 96, 96)
     with torch.no_grad():
         torch.testing.assert_close(model(x), source(x), rtol=0, atol=1e-4)
     assert model.pretrained_cfg.contract.out_channels[10] == "portal and splenic veins"
+    report = tuned.load_report
+    assert set(report.adapted) == {"stem.conv1.conv.weight", "stem.shortcut.conv.weight", "patch_embed.proj.weight"}
+    assert report.interpolated == ["patch_embed.pos_embed"] and set(report.reinitialized) == {
+        "head.weight",
+        "head.bias",
+    }
+    old = source.state_dict()["vit.patch_embedding.patch_embeddings.1.weight"]  # (E, 16^3 * 1), (p1 p2 p3 c)
+    new = tuned.state_dict()["patch_embed.proj.weight"]  # (E, 16^3 * 2)
+    torch.testing.assert_close(new.view(96, -1, 2), (old / 2)[..., None].expand(-1, -1, 2))
+    assert tuned(torch.randn(1, 2, 64, 64, 32)).shape == (1, 3, 64, 64, 32)
