@@ -2,6 +2,7 @@
 policy, safe unpickling, conversion and adaptation."""
 
 import argparse
+import dataclasses
 import io
 
 import huggingface_hub
@@ -14,6 +15,11 @@ from medseg_zoo._download import WeightsError
 from medseg_zoo._registry import get_config, register_model
 
 REPO = "MONAI/brats_mri_segmentation"
+
+
+def _without_md5(cfg):
+    """The configuration with its Hub source only and no md5: the fake Hub serves locally generated weights."""
+    return cfg.replace(weights=(dataclasses.replace(cfg.weights[0], md5=None),))
 
 
 def _pt(obj) -> bytes:
@@ -35,9 +41,7 @@ def source_model():
 def bundle_entry(monkeypatch):
     """segresnet_brats with the bundle's md5 lifted: the fake Hub serves locally generated weights."""
     cfg = get_config("segresnet_brats")
-    register_model(
-        cfg.replace(weights=(cfg.weights[0].__class__(**{**cfg.weights[0].__dict__, "md5": None}),)), overwrite=True
-    )
+    register_model(_without_md5(cfg), overwrite=True)
     yield cfg
     register_model(cfg, overwrite=True)
 
@@ -175,9 +179,7 @@ def test_spleen_bundle_predicts_on_the_input_grid(hub, tmp_path, monkeypatch):
     from monai.networks.nets import UNet
 
     cfg = get_config("unet_spleen")
-    register_model(
-        cfg.replace(weights=(cfg.weights[0].__class__(**{**cfg.weights[0].__dict__, "md5": None}),)), overwrite=True
-    )
+    register_model(_without_md5(cfg), overwrite=True)
     try:
         source = UNet(3, 1, 2, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2, norm="batch")
         hub.add("MONAI/spleen_ct_segmentation", {"models/model.pt": _pt(source.eval().state_dict())})
@@ -202,7 +204,7 @@ def test_files_hosted_elsewhere(hub, tmp_path, source_model, monkeypatch):
         repo_id="", url=f"{hub.url}/files/model_brats.pt", md5=hashlib.md5(data).hexdigest(), format="monai-bundle"
     )
     register_model(
-        cfg.replace(weights=(cfg.weights[0].__class__(**{**cfg.weights[0].__dict__, "md5": None}), mirror)),
+        cfg.replace(weights=(*_without_md5(cfg).weights, mirror)),
         overwrite=True,
     )
     try:
@@ -216,7 +218,7 @@ def test_files_hosted_elsewhere(hub, tmp_path, source_model, monkeypatch):
         assert hub.requests == []
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
 
-        register_model(cfg.replace(weights=(mirror.__class__(**{**mirror.__dict__, "md5": "0" * 32}),)), overwrite=True)
+        register_model(cfg.replace(weights=(dataclasses.replace(mirror, md5="0" * 32),)), overwrite=True)
         with pytest.raises(WeightsError, match=r"md5 [0-9a-f]+, expected 0{32} \(published by the source\)"):
             mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)
         assert not list((tmp_path / "medseg_zoo" / "downloads").rglob("model_brats.pt"))  # evicted
@@ -231,7 +233,7 @@ def test_research_contributions_unetr_from_a_url(hub, tmp_path):
     source = MonaiUNETR(1, 14, (96, 96, 96), proj_type="perceptron", **small).eval()
     hub.files["UNETR_model_best_acc.pth"] = _pt({"epoch": 5000, "best_acc": 0.8, "state_dict": source.state_dict()})
     cfg = get_config("unetr_btcv")
-    url = cfg.weights[0].__class__(**{**cfg.weights[0].__dict__, "url": f"{hub.url}/files/UNETR_model_best_acc.pth"})
+    url = dataclasses.replace(cfg.weights[0], url=f"{hub.url}/files/UNETR_model_best_acc.pth")
     register_model(cfg.replace(weights=(url,), model_args={**cfg.model_args, **small}), overwrite=True)
     try:
         model = mz.create_model("unetr_btcv", pretrained=True, cache_dir=tmp_path).eval()

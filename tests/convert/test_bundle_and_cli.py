@@ -1,5 +1,6 @@
 """Third-party checkpoints on disk -> zoo folders: MONAI bundles, MONAI and self-attention-cv UNETR pickles."""
 
+import dataclasses
 import json
 
 import pytest
@@ -153,9 +154,7 @@ def test_cli_download_and_push(hub, tmp_path, monkeypatch, capsys):
     buffer = io.BytesIO()
     torch.save(source.state_dict(), buffer)
     hub.add("MONAI/brats_mri_segmentation", {"models/model.pt": buffer.getvalue()})
-    register_model(
-        cfg.replace(weights=(cfg.weights[0].__class__(**{**cfg.weights[0].__dict__, "md5": None}),)), overwrite=True
-    )
+    register_model(cfg.replace(weights=(dataclasses.replace(cfg.weights[0], md5=None),)), overwrite=True)
     try:
         assert main(["download", "segresnet_brats", "--cache-dir", str(tmp_path)]) == 0
         assert "loaded MONAI/brats_mri_segmentation@main/models/model.pt" in capsys.readouterr().out

@@ -276,33 +276,34 @@ def regions_to_labels(regions: Array, scheme: str | LabelScheme, dtype: Any = No
     return torch.from_numpy(out).to(regions.device) if is_torch else out
 
 
-class LabelsToRegionsd(MapTransform):
+class _SchemeMapd(MapTransform):
+    """A MONAI dictionary transform applying one label-scheme conversion to its keys."""
+
+    def __init__(
+        self, keys: Sequence[Hashable] | Hashable, scheme: str | LabelScheme, allow_missing_keys: bool = False
+    ):
+        super().__init__(keys, allow_missing_keys)
+        self.scheme = get_scheme(scheme)
+
+    def convert(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.convert(d[key])
+        return d
+
+
+class LabelsToRegionsd(_SchemeMapd):
     """MONAI dictionary transform: label map ``(1, D, H, W)`` -> channels ``(C, D, H, W)`` of a scheme."""
 
-    def __init__(
-        self, keys: Sequence[Hashable] | Hashable, scheme: str | LabelScheme, allow_missing_keys: bool = False
-    ):
-        super().__init__(keys, allow_missing_keys)
-        self.scheme = get_scheme(scheme)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = labels_to_regions(d[key], self.scheme)
-        return d
+    def convert(self, value: Any) -> Any:
+        return labels_to_regions(value, self.scheme)
 
 
-class RegionsToLabelsd(MapTransform):
+class RegionsToLabelsd(_SchemeMapd):
     """MONAI dictionary transform: channels ``(C, D, H, W)`` -> label map ``(1, D, H, W)`` of a scheme."""
 
-    def __init__(
-        self, keys: Sequence[Hashable] | Hashable, scheme: str | LabelScheme, allow_missing_keys: bool = False
-    ):
-        super().__init__(keys, allow_missing_keys)
-        self.scheme = get_scheme(scheme)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = regions_to_labels(d[key], self.scheme)[None]
-        return d
+    def convert(self, value: Any) -> Any:
+        return regions_to_labels(value, self.scheme)[None]
