@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from torch import nn
 
-__all__ = ["ModelConfig", "TaskContract", "WeightSource"]
+__all__ = ["ModelConfig", "TaskContract", "WeightSource", "config_of"]
 
 Activation = Literal["sigmoid", "softmax"]
 
@@ -158,3 +158,15 @@ class ModelConfig:
         out["model_args"] = dict(self.model_args)
         out["metrics"] = dict(self.metrics)
         return out
+
+
+def config_of(model: object, expected: str = "a model") -> ModelConfig:
+    """The configuration a zoo model carries as ``pretrained_cfg``.
+
+    Raises:
+        TypeError: If ``model`` was not built by :func:`medseg_zoo.create_model` or ``from_pretrained``.
+    """
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not isinstance(cfg, ModelConfig) or cfg.contract is None:
+        raise TypeError(f"expected {expected} from medseg_zoo.create_model, got {type(model).__name__}")
+    return cfg

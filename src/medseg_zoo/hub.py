@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medseg_zoo._atomic import atomic_write
-from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
+from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource, config_of
 from medseg_zoo._registry import get_config
 from medseg_zoo.errors import MedsegZooError
 
@@ -35,13 +35,6 @@ FORMAT_VERSION = 1
 
 class CheckpointError(MedsegZooError, ValueError):
     """A checkpoint folder that is incomplete, malformed, or does not fit its architecture."""
-
-
-def _config(model: nn.Module) -> ModelConfig:
-    cfg = getattr(model, "pretrained_cfg", None)
-    if not isinstance(cfg, ModelConfig) or cfg.contract is None:
-        raise TypeError(f"expected a model from medseg_zoo.create_model, got {type(model).__name__}")
-    return cfg
 
 
 def _model_card(cfg: ModelConfig, info: dict[str, Any]) -> str:
@@ -94,7 +87,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
     Returns:
         The folder.
     """
-    cfg = _config(model)
+    cfg = config_of(model)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     from medseg_zoo._pretrained import is_computed
@@ -231,6 +224,6 @@ def push_to_hub(
             repo_id=repo_id,
             folder_path=tmp,
             token=token,
-            commit_message=commit_message or f"Upload {_config(model).name} with medseg-zoo",
+            commit_message=commit_message or f"Upload {config_of(model).name} with medseg-zoo",
         )
     return str(getattr(info, "commit_url", info))

@@ -101,14 +101,17 @@ def _strip(name: str) -> str:
     return name
 
 
-def _msd(root: Path, meta: dict, label_scheme: str | LabelScheme | None) -> DataSet:
-    modality = meta["modality"]
+def _channels(root: Path, meta: dict, key: str) -> tuple[str, ...]:
+    """Channel names in order from a dataset.json map ``{"0": name, "1": name, ...}``."""
+    names = meta[key]
     try:
-        channels = tuple(modality[k] for k in sorted(modality, key=int))
+        return tuple(names[k] for k in sorted(names, key=int))
     except (TypeError, ValueError):
-        raise DataSetError(
-            f"{root / 'dataset.json'}: 'modality' must map '0', '1', ... to names, got {modality!r}"
-        ) from None
+        raise DataSetError(f"{root / 'dataset.json'}: {key!r} must map '0', '1', ... to names, got {names!r}") from None
+
+
+def _msd(root: Path, meta: dict, label_scheme: str | LabelScheme | None) -> DataSet:
+    channels = _channels(root, meta, "modality")
     cases = []
     for entry in meta.get("training", []):
         if not isinstance(entry, dict) or "image" not in entry:
@@ -121,13 +124,7 @@ def _msd(root: Path, meta: dict, label_scheme: str | LabelScheme | None) -> Data
 
 
 def _nnunet(root: Path, meta: dict, label_scheme: str | LabelScheme | None) -> DataSet:
-    names = meta["channel_names"]
-    try:
-        channels = tuple(names[k] for k in sorted(names, key=int))
-    except (TypeError, ValueError):
-        raise DataSetError(
-            f"{root / 'dataset.json'}: 'channel_names' must map '0', '1', ... to names, got {names!r}"
-        ) from None
+    channels = _channels(root, meta, "channel_names")
     ending = meta.get("file_ending", ".nii.gz")
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
     if not images_dir.is_dir():

@@ -16,7 +16,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd
 from torch import nn
 
-from medseg_zoo._contract import TaskContract
+from medseg_zoo._contract import config_of
 from medseg_zoo.inference.io import Inputs, Volume, load_volume, save_nifti
 from medseg_zoo.inference.sliding import sliding_window_stream
 from medseg_zoo.transforms.labels import get_scheme, regions_to_labels
@@ -27,13 +27,6 @@ __all__ = ["Predictor", "predict"]
 Output = Literal["labels", "probabilities", "regions"]
 CHANNEL_CHUNK = 2  # probability channels resampled to the input grid at a time: bounds memory for many classes
 PROBABILITY_BUDGET = 1 << 30  # bytes of model-grid probabilities; above, labels are decided on the model grid
-
-
-def _contract(model: nn.Module) -> TaskContract:
-    cfg = getattr(model, "pretrained_cfg", None)
-    if cfg is None or cfg.contract is None:
-        raise TypeError(f"expected a model from medseg_zoo.create_model or from_pretrained, got {type(model).__name__}")
-    return cfg.contract
 
 
 def _bf16_supported_on_cpu() -> bool:
@@ -76,9 +69,9 @@ class Predictor:
         self.models = list(models) if isinstance(models, Sequence) else [models]
         if not self.models:
             raise ValueError("Predictor needs at least one model")
-        self.contract = _contract(self.models[0])
+        self.contract = config_of(self.models[0]).contract
         for other in self.models[1:]:
-            c = _contract(other)
+            c = config_of(other).contract
             if c != self.contract:
                 raise ValueError(
                     f"ensemble members must share a contract (channels, outputs, roi, spacing, orientation, "

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from monai.networks.nets import SwinUNETR
 
-from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
+from medseg_zoo._contract import ModelConfig, WeightSource
 from medseg_zoo._registry import register_model
-from medseg_zoo.transforms.labels import get_scheme
+from medseg_zoo.models.unetr import BTCV_CT_CONTRACT
 
 __all__: list[str] = []
 
@@ -27,19 +27,7 @@ register_model(
         name="swin_unetr_btcv",
         builder=SwinUNETR,
         model_args=_ARGS,
-        contract=TaskContract(
-            # configs/inference.json of the MONAI bundle: Orientationd RAS, Spacingd 1.5/1.5/2.0,
-            # ScaleIntensityRanged(-175, 250 -> 0, 1, clip), SlidingWindowInferer roi 96^3, softmax + argmax;
-            # classes of configs/metadata.json (the btcv scheme).
-            in_channels=("CT",),
-            out_channels=get_scheme("btcv").channels,
-            activation="softmax",
-            roi_size=(96, 96, 96),
-            spacing=(1.5, 1.5, 2.0),
-            orientation="RAS",
-            normalization="clip_scale:-175:250",
-            label_scheme="btcv",
-        ),
+        contract=BTCV_CT_CONTRACT,
         weights=(
             WeightSource(
                 repo_id="MONAI/swin_unetr_btcv_segmentation",

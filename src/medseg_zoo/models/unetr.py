@@ -150,7 +150,19 @@ BRATS_MSD_CONTRACT = TaskContract(
     label_scheme="msd_task01",
 )
 
-BTCV_CLASSES = get_scheme("btcv").channels
+# BTCV abdominal CT as both BTCV models were trained: research-contributions' UNETR scripts and MONAI's
+# swin_unetr_btcv_segmentation bundle (configs/inference.json) agree on RAS, 1.5/1.5/2.0 mm,
+# ScaleIntensityRanged(-175, 250 -> 0, 1, clip), roi 96^3 and softmax over the 14 classes of the btcv scheme.
+BTCV_CT_CONTRACT = TaskContract(
+    in_channels=("CT",),
+    out_channels=get_scheme("btcv").channels,
+    activation="softmax",
+    roi_size=(96, 96, 96),
+    spacing=(1.5, 1.5, 2.0),
+    orientation="RAS",
+    normalization="clip_scale:-175:250",
+    label_scheme="btcv",
+)
 _STEM = ("stem.conv1.conv.weight", "stem.shortcut.conv.weight", "patch_embed.proj.weight")
 _HEAD = ("head.",)
 
@@ -230,20 +242,10 @@ register_model(
     ModelConfig(
         name="unetr_btcv",
         builder=UNETR,
+        # research-contributions UNETR/BTCV README: UNETR(1 -> 14, img_size 96, feature_size 16, hidden 768, MLP
+        # 3072, 12 heads, perceptron embedding, instance norm, conv_block, res_block)
         model_args={"proj_type": "perceptron"},
-        contract=TaskContract(
-            # research-contributions UNETR/BTCV: UNETR(1 -> 14, img_size 96, feature_size 16, hidden 768, MLP 3072,
-            # 12 heads, perceptron embedding, instance norm, conv_block, res_block) per its README; RAS, spacing
-            # 1.5/1.5/2.0 and ScaleIntensityRanged(-175, 250 -> 0, 1, clip) are its scripts' defaults.
-            in_channels=("CT",),
-            out_channels=tuple(BTCV_CLASSES),
-            activation="softmax",
-            roi_size=(96, 96, 96),
-            spacing=(1.5, 1.5, 2.0),
-            orientation="RAS",
-            normalization="clip_scale:-175:250",
-            label_scheme="btcv",
-        ),
+        contract=BTCV_CT_CONTRACT,
         roi_arg="img_size",
         weights=(
             WeightSource(

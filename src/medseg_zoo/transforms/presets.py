@@ -39,7 +39,7 @@ from monai.transforms import (
 )
 from torch import nn
 
-from medseg_zoo._contract import TaskContract
+from medseg_zoo._contract import TaskContract, config_of
 from medseg_zoo.transforms.labels import LabelScheme, LabelsToRegionsd, get_scheme
 
 __all__ = [
@@ -65,10 +65,7 @@ NORMALIZATIONS = (
 def _contract(source: TaskContract | nn.Module) -> TaskContract:
     if isinstance(source, TaskContract):
         return source
-    cfg = getattr(source, "pretrained_cfg", None)
-    if cfg is None or cfg.contract is None:
-        raise TypeError(f"expected a TaskContract or a model from medseg_zoo.create_model, got {type(source).__name__}")
-    return cfg.contract
+    return config_of(source, "a TaskContract or a model").contract
 
 
 def _normalize(contract: TaskContract) -> list[MapTransform]:
