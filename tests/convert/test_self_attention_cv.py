@@ -36,6 +36,25 @@ def test_outputs_equal(source):
     assert diff <= 1e-4
 
 
+def test_gradients_equal(source):
+    model = mz.create_model("unetr_brats", img_size=ROI)
+    model.load_state_dict(convert_unetr(source.state_dict(), num_heads=10), strict=True)
+    x = torch.randn(2, 4, *ROI)  # batch 2: oneDNN convolutions, so the decoder runs channels-last
+    layouts = []
+    model.decoders[-1].conv.conv1.register_forward_hook(
+        lambda module, args, out: layouts.append(out.is_contiguous(memory_format=torch.channels_last_3d))
+    )
+    model(x).square().mean().backward()
+    source.zero_grad(set_to_none=True)
+    source(x).square().mean().backward()
+    expected = convert_unetr({k: p.grad for k, p in source.named_parameters()}, num_heads=10)
+    source.zero_grad(set_to_none=True)
+    assert layouts == [True]
+    for name, param in model.named_parameters():
+        scale = expected[name].abs().max().item()
+        assert (param.grad - expected[name]).abs().max().item() <= 1e-4 * scale + 1e-7, name
+
+
 def test_parameter_count_matches_the_source(source):
     model = mz.create_model("unetr_brats", img_size=ROI)
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in source.parameters())

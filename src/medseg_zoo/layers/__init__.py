@@ -10,7 +10,7 @@ from medseg_zoo.layers.conv_blocks import (
     UpConv3d,
     conv3d,
 )
-from medseg_zoo.layers.norms import NORM_NAMES, get_norm
+from medseg_zoo.layers.norms import NORM_NAMES, get_norm, norm_act
 from medseg_zoo.layers.patch_embed import PatchEmbed3d
 from medseg_zoo.layers.transformer import TransformerBlock, TransformerEncoder
 
@@ -28,4 +28,5 @@ __all__ = [
     "UpConv3d",
     "conv3d",
     "get_norm",
+    "norm_act",
 ]

@@ -1,19 +1,19 @@
 """Convolution blocks for 3D encoders and decoders.
 
-Every tensor is ``(B, C, D, H, W)``. Pointwise (1x1x1) convolutions are computed as matrix products over the
-channel axis: on CPU, oneDNN runs them 1.5-3x slower than the equivalent GEMM (see ``docs/benchmarks.md``).
-Parameters keep the torch layouts, so state dicts are unchanged.
+Every tensor is ``(B, C, D, H, W)``, in torch's default or channels-last memory layout (blocks keep the layout
+they are given). Pointwise (1x1x1) convolutions are computed as matrix products over the channel axis: on CPU,
+oneDNN runs them 1.5-3x slower than the equivalent GEMM (see ``docs/benchmarks.md``). Parameters keep the torch
+layouts, so state dicts are unchanged.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from medseg_zoo.layers.norms import get_norm
+from medseg_zoo.layers.norms import get_norm, norm_act
 
 __all__ = [
     "ConvNormAct",
@@ -33,7 +33,7 @@ def _leaky_relu() -> nn.Module:
 
 
 class PointwiseConv3d(nn.Conv3d):
-    """A 1x1x1 convolution computed as a matrix product over channels.
+    """A 1x1x1 convolution computed as a matrix product over channels (for channels-last inputs, torch's own).
 
     Shapes: ``(B, C_in, D, H, W) -> (B, C_out, D, H, W)``. Same parameters as ``nn.Conv3d(kernel_size=1)``.
     """
@@ -42,6 +42,8 @@ class PointwiseConv3d(nn.Conv3d):
         super().__init__(in_channels, out_channels, kernel_size=1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _is_channels_last(x):  # oneDNN runs channels-last 1x1x1 convolutions as one GEMM already
+            return super().forward(x)
         b, _, *spatial = x.shape
         y = torch.matmul(self.weight.flatten(1), x.flatten(2))
         if self.bias is not None:
@@ -68,7 +70,7 @@ class UpConv3d(nn.ConvTranspose3d):
         super().__init__(in_channels, out_channels, kernel_size=scale, stride=scale, bias=bias)
 
 
-class ConvNormAct(nn.Sequential):
+class ConvNormAct(nn.Module):
     """Convolution, normalisation, then an optional activation.
 
     Shapes: ``(B, C_in, D, H, W) -> (B, C_out, D/stride, H/stride, W/stride)``.
@@ -94,13 +96,13 @@ class ConvNormAct(nn.Sequential):
         act: ActFactory | None = _leaky_relu,
         bias: bool = False,
     ) -> None:
-        layers = OrderedDict(
-            conv=conv3d(in_channels, out_channels, kernel_size, stride=stride, bias=bias),
-            norm=get_norm(norm, out_channels),
-        )
-        if act is not None:
-            layers["act"] = act()
-        super().__init__(layers)
+        super().__init__()
+        self.conv = conv3d(in_channels, out_channels, kernel_size, stride=stride, bias=bias)
+        self.norm = get_norm(norm, out_channels)
+        self.act = None if act is None else act()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return norm_act(self.conv(x), self.norm, self.act)
 
 
 class ResBlock(nn.Module):
@@ -227,4 +229,10 @@ class UnetrUpBlock(nn.Module):
         self.conv = ResBlock(out_channels + skip_channels, out_channels, norm=norm, bias=bias, residual=residual)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.conv(torch.cat([self.up(x), skip], dim=1))
+        # The skip sets the layout: oneDNN returns small transposed convolutions in the default layout.
+        layout = torch.channels_last_3d if _is_channels_last(skip) else torch.contiguous_format
+        return self.conv(torch.cat([self.up(x).contiguous(memory_format=layout), skip], dim=1))
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()

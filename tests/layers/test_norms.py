@@ -1,0 +1,85 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medseg_zoo.layers import get_norm, norm_act
+
+CL = torch.channels_last_3d
+
+
+@pytest.mark.parametrize("name", ["instance", "batch", "group", "layer"])
+def test_norms_normalise(name):
+    norm = get_norm(name, 8)
+    y = norm(torch.randn(2, 8, 4, 4, 4) * 5 + 3)
+    assert y.shape == (2, 8, 4, 4, 4)
+    assert abs(y.mean().item()) < 1e-4
+
+
+def test_unknown_norm():
+    with pytest.raises(ValueError, match="unknown norm 'instnce'; expected one of instance, batch, group, layer"):
+        get_norm("instnce", 8)
+
+
+def _reference(x: torch.Tensor, slope: float | None) -> torch.Tensor:
+    y = F.instance_norm(x)
+    return y if slope is None else F.leaky_relu(y, slope)
+
+
+@pytest.mark.parametrize("slope", [None, 0.01, 0.2])
+@pytest.mark.parametrize("layout", [CL, torch.contiguous_format])
+def test_norm_act_equals_instance_norm_then_leaky_relu(slope, layout):
+    torch.manual_seed(0)
+    # An offset 100x the spread: a one-pass variance (E[x^2] - E[x]^2) would be off by ~3e-4; rounding the
+    # mean to float32 costs up to ~4e-6 (half a unit in the last place at 100).
+    x = (torch.randn(2, 6, 10, 8, 7) + 100).contiguous(memory_format=layout)
+    g = torch.randn_like(x)
+    x64 = x.double().requires_grad_()
+    _reference(x64, slope).backward(g.double())
+
+    leaf = x.clone().requires_grad_()
+    act = None if slope is None else nn.LeakyReLU(slope, inplace=True)
+    y = norm_act(leaf * 1, nn.InstanceNorm3d(6), act)  # a fresh tensor, as a convolution's output
+    y.backward(g)
+    assert y.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(y.double(), _reference(x64.detach(), slope), atol=1e-5, rtol=0)
+    torch.testing.assert_close(leaf.grad.double(), x64.grad, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("slope", [None, 0.01])
+def test_fused_norm_act_gradcheck(slope):
+    x = torch.randn(1, 3, 4, 3, 2, dtype=torch.float64).contiguous(memory_format=CL).requires_grad_()
+    act = None if slope is None else nn.LeakyReLU(slope)
+    assert torch.autograd.gradcheck(lambda t: norm_act(t * 1, nn.InstanceNorm3d(3), act), (x,))
+
+
+def test_norm_act_overwrites_its_input_on_the_fused_path_only():
+    x = torch.randn(1, 4, 4, 4, 4).contiguous(memory_format=CL)
+    out = norm_act(x, nn.InstanceNorm3d(4))
+    assert out.data_ptr() == x.data_ptr()
+    affine = nn.InstanceNorm3d(4, affine=True)  # not fused: torch's layer, a new tensor
+    x = torch.randn(1, 4, 4, 4, 4).contiguous(memory_format=CL)
+    assert norm_act(x, affine).data_ptr() != x.data_ptr()
+
+
+def test_norm_act_runs_half_precision_maps_in_float32():
+    x = torch.randn(1, 4, 4, 4, 4).contiguous(memory_format=CL)
+    out = norm_act(x.bfloat16(), nn.InstanceNorm3d(4), nn.LeakyReLU(0.01))
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, _reference(x.bfloat16().float(), 0.01), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("norm", "act"),
+    [
+        (lambda: nn.BatchNorm3d(4), lambda: nn.LeakyReLU(0.01)),
+        (lambda: nn.InstanceNorm3d(4, affine=True), lambda: None),
+        (lambda: nn.InstanceNorm3d(4), lambda: nn.ReLU()),
+    ],
+)
+def test_other_norms_and_activations_run_as_given(norm, act):
+    norm, act = norm(), act()
+    x = torch.randn(2, 4, 4, 4, 4).contiguous(memory_format=CL)
+    ref = norm(x.contiguous())
+    ref = ref if act is None else act(ref)
+    torch.testing.assert_close(norm_act(x.clone(memory_format=CL), norm, act), ref)
