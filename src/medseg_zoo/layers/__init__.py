@@ -10,6 +10,7 @@ from medseg_zoo.layers.conv_blocks import (
     UpConv3d,
     conv3d,
 )
+from medseg_zoo.layers.linear import Linear, linear
 from medseg_zoo.layers.norms import NORM_NAMES, get_norm, norm_act
 from medseg_zoo.layers.patch_embed import PatchEmbed3d
 from medseg_zoo.layers.transformer import TransformerBlock, TransformerEncoder
@@ -18,6 +19,7 @@ __all__ = [
     "NORM_NAMES",
     "Attention",
     "ConvNormAct",
+    "Linear",
     "PatchEmbed3d",
     "PointwiseConv3d",
     "ResBlock",
@@ -28,5 +30,6 @@ __all__ = [
     "UpConv3d",
     "conv3d",
     "get_norm",
+    "linear",
     "norm_act",
 ]

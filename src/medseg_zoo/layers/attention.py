@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from medseg_zoo.layers.linear import Linear
+
 __all__ = ["Attention"]
 
 
@@ -44,9 +46,9 @@ class Attention(nn.Module):
         if self.dim_head <= 0:
             raise ValueError(f"dim_head must be positive, got {self.dim_head} (dim={dim}, num_heads={num_heads})")
         inner = self.num_heads * self.dim_head
-        self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
+        self.qkv = Linear(dim, 3 * inner, bias=qkv_bias)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(inner, dim, bias=proj_bias)
+        self.proj = Linear(inner, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -145,10 +145,13 @@ class ResBlock(nn.Module):
         self.act = act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv2(self.conv1(x))
-        if self.residual:
-            y = y + (x if self.shortcut is None else self.shortcut(x))
-        return self.act(y)
+        y = self.conv2.conv(self.conv1(x))
+        if not self.residual:
+            return norm_act(y, self.conv2.norm, self.act)
+        if self.shortcut is None:
+            return norm_act(y, self.conv2.norm, self.act, residual=x)
+        shortcut = self.shortcut.conv(x)
+        return norm_act(y, self.conv2.norm, self.act, residual=shortcut, residual_norm=self.shortcut.norm)
 
 
 class UnetrSkipBlock(nn.Module):

@@ -38,28 +38,51 @@ def get_norm(name: str, channels: int, **kwargs: Any) -> nn.Module:
     raise ValueError(f"unknown norm {name!r}; expected one of {', '.join(NORM_NAMES)}")
 
 
-def norm_act(x: torch.Tensor, norm: nn.Module, act: nn.Module | None = None) -> torch.Tensor:
-    """``act(norm(x))`` for a freshly computed ``x`` (e.g. a convolution's output), which may be overwritten.
+def norm_act(
+    x: torch.Tensor,
+    norm: nn.Module,
+    act: nn.Module | None = None,
+    *,
+    residual: torch.Tensor | None = None,
+    residual_norm: nn.Module | None = None,
+) -> torch.Tensor:
+    """``act(norm(x) + residual_norm(residual))`` for freshly computed maps, which may be overwritten.
 
-    Shapes: ``(B, C, D, H, W) -> (B, C, D, H, W)``. On the CPU, a channels-last ``x`` normalised by a plain
-    ``InstanceNorm3d`` (no affine, no running statistics) and followed by LeakyReLU or nothing takes a fused path:
-    torch's CPU instance norm loses precision on channels-last maps (~1e-3 over a million voxels) and allocates
-    maps that cost as much as the arithmetic (page faults). The fused path works in ``x``'s memory, keeps only
-    its output for the backward pass and computes channel sums as matrix products, accurate to ~1e-6.
-    Other inputs and layers run ``norm`` then ``act``.
+    Shapes: ``x``, ``residual`` and the output ``(B, C, D, H, W)``. ``x`` is e.g. a convolution's output; without
+    ``residual`` this is ``act(norm(x))``; without ``residual_norm`` the residual is added as it is (an identity
+    shortcut, left unchanged), with it the residual is a fresh map too.
+
+    On the CPU, channels-last maps normalised by plain ``InstanceNorm3d`` layers (no affine, no running
+    statistics) and followed by LeakyReLU or nothing take a fused path: torch's CPU instance norm loses precision
+    on channels-last maps (~1e-3 over a million voxels) and allocates maps that cost as much as the arithmetic
+    (page faults). The fused path works in the inputs' memory, keeps only its output (and the normalised
+    residual) for the backward pass and computes channel sums as matrix products, accurate to ~1e-6. Other
+    inputs and layers run the modules as given.
     """
-    if not _fusable(x, norm, act):
-        x = norm(x)
-        return x if act is None else act(x)
+    norms = (norm,) if residual_norm is None else (norm, residual_norm)
+    if not _fusable(x, residual, norms, act):
+        y = norm(x)
+        if residual is not None:
+            y = y + (residual if residual_norm is None else residual_norm(residual))
+        return y if act is None else act(y)
     if x.dtype in (torch.float16, torch.bfloat16):  # as autocast does for torch's norms
         x = x.float()
-    return _InstanceNormAct.apply(x, None if act is None else act.negative_slope, norm.eps)
+        residual = None if residual is None else residual.float()
+    slope = None if act is None else act.negative_slope
+    out = _InstanceNormAct.apply(x, residual, residual_norm is not None, slope, norm.eps)
+    return out if residual_norm is None else out[0]
 
 
-def _fusable(x: torch.Tensor, norm: nn.Module, act: nn.Module | None) -> bool:
-    plain_instance = isinstance(norm, nn.InstanceNorm3d) and not norm.affine and not norm.track_running_stats
+def _fusable(
+    x: torch.Tensor, residual: torch.Tensor | None, norms: tuple[nn.Module, ...], act: nn.Module | None
+) -> bool:
+    plain_instance = all(
+        isinstance(n, nn.InstanceNorm3d) and not n.affine and not n.track_running_stats and n.eps == norms[0].eps
+        for n in norms
+    )
     leaky = act is None or (isinstance(act, nn.LeakyReLU) and act.negative_slope > 0)
-    channels_last = x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
+    maps = (x,) if residual is None else (x, residual)
+    channels_last = all(m.is_contiguous(memory_format=torch.channels_last_3d) and not m.is_contiguous() for m in maps)
     return plain_instance and leaky and channels_last and x.device.type == "cpu"
 
 
@@ -78,43 +101,77 @@ def _channel_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class _InstanceNormAct(torch.autograd.Function):
-    """Instance norm without affine, then optional LeakyReLU, in place on a channels-last ``x``.
+    """``act(x_hat + r_hat)``, in place on channels-last maps: ``x_hat`` is ``x`` instance-normalised (no affine),
+    ``r_hat`` the residual, normalised too when ``normalise_residual``, or none.
 
-    With ``x_hat`` the normalised map, ``y`` the output, ``s`` the activation's slope at each voxel (1 or
-    ``negative_slope``; ``y = s * x_hat``), ``g = dL/dy``, ``t = s * g`` and means over the ``n`` voxels:
-    ``dL/dx = rstd * (t - mean(t) - x_hat * mean(t * x_hat))``, where ``t * x_hat = g * y``. Only ``y`` is kept;
-    ``x_hat * k`` is formed as ``(s * t - k * y) / s`` in one buffer.
+    With ``y`` the output, ``z = x_hat + r_hat`` its input, ``s`` the activation's slope at each voxel (1 or
+    ``negative_slope``; ``y = s * z``), ``g = dL/dy``, ``t = s * g`` (``dL/dz``) and means over the ``n`` voxels:
+    ``dL/dx = rstd * (t - mean(t) - x_hat * mean(t * x_hat))``, the same for a normalised residual, and ``t``
+    itself for an identity one. ``t * z = g * y``, and ``z * k`` is formed as ``(s * u - k * y) / s`` in place in
+    a buffer ``u``, so only ``y`` and ``r_hat`` are kept.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, negative_slope: float | None, eps: float) -> torch.Tensor:
-        n = x[0, 0].numel()
-        x.sub_(x.mean((2, 3, 4), keepdim=True))
-        rstd = (_channel_dots(x, x) / n + eps).rsqrt()
-        x.mul_(rstd)
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        residual: torch.Tensor | None,
+        normalise_residual: bool,
+        negative_slope: float | None,
+        eps: float,
+    ) -> Any:
+        rstd = _normalise_(x, eps)
+        rstd_r = _normalise_(residual, eps) if normalise_residual else None
+        if residual is not None:
+            x.add_(residual)
         if negative_slope is not None:
             F.leaky_relu_(x, negative_slope)
-        ctx.mark_dirty(x)
-        ctx.save_for_backward(x, rstd)
+        ctx.save_for_backward(x, residual, rstd, rstd_r)
         ctx.negative_slope = negative_slope
-        return x
+        if not normalise_residual:
+            ctx.mark_dirty(x)
+            return x
+        # The residual is returned too because it was normalised in place; only the sum is differentiable.
+        ctx.mark_dirty(x, residual)
+        ctx.mark_non_differentiable(residual)
+        ctx.set_materialize_grads(False)  # no zero-filled map for the residual's (absent) gradient
+        return x, residual
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        y, rstd = ctx.saved_tensors
+    def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
+        y, residual, rstd, rstd_r = ctx.saved_tensors
         slope = ctx.negative_slope
         n = y[0, 0].numel()
         grad = grad.contiguous(memory_format=torch.channels_last_3d)
-        minus_k = _channel_dots(grad, y) / -n
-        if slope is None:  # x_hat = y; the incoming gradient may be shared, so it is never written
-            out = torch.addcmul(grad, y, minus_k)
-            mean_t = grad.mean((2, 3, 4), keepdim=True)
+        # t is fresh after the activation's backward; an incoming gradient may be shared, so it is never written.
+        t = grad if slope is None else _times_slope(grad, y, slope)
+        mean_t = t.mean((2, 3, 4), keepdim=True)
+        k = _channel_dots(grad, y) / n  # mean(t * z)
+        grad_r = None
+        if residual is not None:
+            k_r = _channel_dots(t, residual) / n
+            k = k - k_r  # mean(t * x_hat), x_hat = z - r_hat
+            if rstd_r is None:
+                grad_r = t if slope is None else t.clone()
+            else:
+                grad_r = torch.addcmul(t, residual, -k_r).sub_(mean_t).mul_(rstd_r)
+        # out = t - k * x_hat = t - k * z + k * r_hat
+        if slope is None:
+            out = torch.addcmul(t, y, -k)
         else:
-            out = _times_slope(grad, y, slope)  # t
-            mean_t = out.mean((2, 3, 4), keepdim=True)
-            _times_slope(out, y, slope, out=out).addcmul_(y, minus_k)  # s t - k y
-            _times_slope(out, y, 1 / slope, out=out)  # t - k x_hat
-        return out.sub_(mean_t).mul_(rstd), None, None
+            out = _times_slope(t, y, slope, out=t).addcmul_(y, -k)
+            _times_slope(out, y, 1 / slope, out=out)
+        if residual is not None:
+            out.addcmul_(residual, k)
+        return out.sub_(mean_t).mul_(rstd), grad_r, None, None, None
+
+
+def _normalise_(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Instance-normalise a channels-last ``x`` in place; returns ``1 / std``, ``(B, C, 1, 1, 1)``."""
+    x.sub_(x.mean((2, 3, 4), keepdim=True))
+    rstd = (_channel_dots(x, x) / x[0, 0].numel() + eps).rsqrt()
+    x.mul_(rstd)
+    return rstd
 
 
 def _times_slope(a: torch.Tensor, y: torch.Tensor, slope: float, out: torch.Tensor | None = None) -> torch.Tensor:

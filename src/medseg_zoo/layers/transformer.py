@@ -10,8 +10,17 @@ from timm.layers import DropPath, Mlp
 from torch import nn
 
 from medseg_zoo.layers.attention import Attention
+from medseg_zoo.layers.linear import linear
 
 __all__ = ["TransformerBlock", "TransformerEncoder"]
+
+
+class _Mlp(Mlp):
+    """timm's ``Mlp`` (same parameters) with its two products through :func:`medseg_zoo.layers.linear`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop1(self.act(linear(x, self.fc1.weight, self.fc1.bias)))
+        return self.drop2(linear(self.norm(x), self.fc2.weight, self.fc2.bias))
 
 
 class TransformerBlock(nn.Module):
@@ -54,7 +63,7 @@ class TransformerBlock(nn.Module):
             proj_drop=dropout,
         )
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, mlp_dim, act_layer=nn.GELU, drop=dropout)
+        self.mlp = _Mlp(dim, mlp_dim, act_layer=nn.GELU, drop=dropout)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,35 @@
+"""Linear layers whose float32 products on the CPU run on oneDNN."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Linear", "linear"]
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``torch.nn.functional.linear``; for float32 on the CPU computed by oneDNN as a 1x1x1 convolution.
+
+    Shapes: ``(..., in) -> (..., out)``, the output possibly a transposed view. torch hands float32 matrix
+    products on the CPU to MKL, whose sgemm runs at about half of oneDNN's speed where MKL has no AVX-512 path
+    (AMD EPYC; see ``docs/benchmarks.md``); oneDNN's 1x1x1 convolution is the same product, with the same
+    float32 rounding. Other devices and dtypes use ``F.linear``.
+    """
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() == 0:
+        return F.linear(x, weight, bias)
+    tokens = x.reshape(-1, x.shape[-1])
+    # (tokens, in) seen as a (1, in, tokens, 1, 1) map with channels innermost
+    y = F.conv3d(tokens.t()[None, :, :, None, None], weight[:, :, None, None, None], bias)
+    return y.permute(0, 2, 3, 4, 1).reshape(*x.shape[:-1], weight.shape[0])
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters) computed by :func:`linear`.
+
+    Shapes: ``(..., in_features) -> (..., out_features)``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
