@@ -1,7 +1,12 @@
-"""PointwiseConv3d (a GEMM over channels) against torch.nn.Conv3d(kernel_size=1): same weights, one process.
+"""medseg-zoo's layers against the torch modules they replace: same weights, same inputs, one process.
 
-Forward + backward (input and weight gradients) of the full-resolution pointwise convolutions of unetr_brats,
-on 1 x C x 128 x 128 x 64 fp32 CPU tensors; median of alternating runs.
+Forward + backward (input and weight gradients) at the sizes unetr_brats meets in a training step on a
+1 x 4 x 128 x 128 x 64 fp32 CPU input; median of alternating runs after one warm-up round:
+
+- ``Linear`` against ``nn.Linear`` on the transformer's token products (256 tokens);
+- ``norm_act`` (fused instance norm + LeakyReLU) on a channels-last map against ``InstanceNorm3d`` then
+  ``LeakyReLU`` on the default layout (torch's channels-last instance norm loses precision, see the notes);
+- ``PointwiseConv3d`` against ``nn.Conv3d(kernel_size=1)`` on the default layout.
 
     python benchmarks/bench_layers.py --repeats 7 --output docs/benchmarks.md
 """
@@ -11,22 +16,56 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from _report import command, machine, write_section
-from medseg_zoo.layers import PointwiseConv3d
+from medseg_zoo.layers import Linear, PointwiseConv3d, norm_act
 
-SHAPES = [(4, 16, "stem shortcut"), (32, 16, "last decoder shortcut"), (16, 3, "head")]
+CL = torch.channels_last_3d
+Run = Callable[[torch.Tensor], torch.Tensor]
 
 
-def step(module: torch.nn.Module, x: torch.Tensor) -> tuple[float, torch.Tensor]:
-    x.grad = None
+def step(run: Run, x: torch.Tensor) -> tuple[float, torch.Tensor]:
+    x = x.detach().clone(memory_format=torch.preserve_format).requires_grad_()
     start = time.perf_counter()
-    y = module(x)
+    y = run(x)
     y.backward(torch.ones_like(y))
     return time.perf_counter() - start, y.detach()
+
+
+def cases() -> list[tuple[str, str, Run, Run, torch.Tensor, torch.Tensor]]:
+    """(layer, size, torch's run, medseg-zoo's run, torch's input, medseg-zoo's input)."""
+    out = []
+    for cin, cout, where in [(512, 1530, "qkv"), (510, 512, "attention output"), (512, 2048, "MLP in")]:
+        ours = Linear(cin, cout)
+        ref = nn.Linear(cin, cout)
+        ref.load_state_dict(ours.state_dict())
+        x = torch.randn(1, 256, cin)
+        out.append((f"Linear ({where})", f"256 x {cin} -> {cout}", ref, ours, x, x))
+    for slope in (0.01, None):
+        act = nn.LeakyReLU(0.01) if slope else None
+        x = torch.randn(1, 16, 128, 128, 64) * 2 + 1
+
+        def ref(t: torch.Tensor, act: nn.Module | None = act) -> torch.Tensor:
+            y = nn.functional.instance_norm(t)
+            return y if act is None else act(y)
+
+        def ours(t: torch.Tensor, act: nn.Module | None = act) -> torch.Tensor:
+            return norm_act(t * 1, nn.InstanceNorm3d(16), act)  # norm_act overwrites a fresh map
+
+        name = "norm_act (instance norm + LeakyReLU)" if slope else "norm_act (instance norm)"
+        out.append((name, "16 x 128 x 128 x 64", lambda t, f=ref: f(t * 1), ours, x, x.contiguous(memory_format=CL)))
+    for cin, cout, where in [(32, 16, "decoder shortcut"), (16, 3, "head")]:
+        ours = PointwiseConv3d(cin, cout)
+        ref = nn.Conv3d(cin, cout, 1)
+        ref.load_state_dict(ours.state_dict())
+        x = torch.randn(1, cin, 128, 128, 64)
+        out.append((f"PointwiseConv3d ({where})", f"{cin} -> {cout} at 128 x 128 x 64", ref, ours, x, x))
+    return out
 
 
 def main() -> None:
@@ -38,30 +77,24 @@ def main() -> None:
         parser.error(f"--repeats must be at least 5, got {args.repeats}")
     torch.manual_seed(0)
     rows = [
-        "| 1x1x1 conv | C_in -> C_out | nn.Conv3d s | PointwiseConv3d s | ratio | max abs diff |",
+        "| layer | size | torch ms | medseg-zoo ms | ratio | max abs diff |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    for cin, cout, where in SHAPES:
-        gemm = PointwiseConv3d(cin, cout)
-        conv = torch.nn.Conv3d(cin, cout, 1)
-        conv.load_state_dict(gemm.state_dict())
-        x = torch.randn(1, cin, 128, 128, 64, requires_grad=True)
-        times: dict[str, list[float]] = {"conv": [], "gemm": []}
+    for layer, size, ref, ours, x_ref, x_ours in cases():
+        times: dict[str, list[float]] = {"torch": [], "ours": []}
         outs = {}
         for _ in range(args.repeats + 1):  # the first round warms up
-            for name, module in (("conv", conv), ("gemm", gemm)):
-                seconds, outs[name] = step(module, x)
+            for name, run, x in (("torch", ref, x_ref), ("ours", ours, x_ours)):
+                seconds, outs[name] = step(run, x)
                 times[name].append(seconds)
-        t_conv, t_gemm = (statistics.median(times[k][1:]) for k in ("conv", "gemm"))
-        diff = (outs["conv"] - outs["gemm"]).abs().max().item()
-        rows.append(
-            f"| {where} | {cin} -> {cout} | {t_conv:.3f} | {t_gemm:.3f} | {t_gemm / t_conv:.2f}x | {diff:.1e} |"
-        )
+        t_ref, t_ours = (statistics.median(times[k][1:]) * 1e3 for k in ("torch", "ours"))
+        diff = (outs["torch"] - outs["ours"]).abs().max().item()
+        rows.append(f"| {layer} | {size} | {t_ref:.1f} | {t_ours:.1f} | {t_ours / t_ref:.2f}x | {diff:.1e} |")
     body = "\n".join(
         [
-            "## Pointwise convolutions (CPU, fp32)",
+            "## Layers (CPU, fp32)",
             "",
-            f"Forward + backward at 128x128x64, median of {args.repeats} alternating runs.",
+            f"Forward + backward, median of {args.repeats} alternating runs; same weights and inputs.",
             "",
             *rows,
             "",
