@@ -12,6 +12,7 @@ from torch import nn
 __all__ = ["NORM_NAMES", "get_norm", "norm_act"]
 
 NORM_NAMES = ("instance", "batch", "group", "layer")
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def get_norm(name: str, channels: int, **kwargs: Any) -> nn.Module:
@@ -65,9 +66,9 @@ def norm_act(
         if residual is not None:
             y = y + (residual if residual_norm is None else residual_norm(residual))
         return y if act is None else act(y)
-    if x.dtype in (torch.float16, torch.bfloat16):  # as autocast does for torch's norms
-        x = x.float()
-        residual = None if residual is None else residual.float()
+    # Half-precision maps (autocast's convolutions) are normalised in float32, as autocast does for torch's norms.
+    x = x.float() if x.dtype in _HALF else x
+    residual = residual.float() if residual is not None and residual.dtype in _HALF else residual
     slope = None if act is None else act.negative_slope
     out = _InstanceNormAct.apply(x, residual, residual_norm is not None, slope, norm.eps)
     return out if residual_norm is None else out[0]
@@ -96,7 +97,8 @@ def _channel_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     batch, channels, *spatial = a.shape
     chunks = math.gcd(math.prod(spatial), 64)
     a2, b2 = (t.permute(0, 2, 3, 4, 1).reshape(batch * chunks, -1, channels) for t in (a, b))
-    dots = torch.bmm(a2.transpose(1, 2), b2).view(batch, chunks, channels, channels).sum(1)
+    with torch.autocast("cpu", enabled=False):  # statistics stay float32 under bf16 autocast
+        dots = torch.bmm(a2.transpose(1, 2), b2).view(batch, chunks, channels, channels).sum(1)
     return dots.diagonal(dim1=1, dim2=2).view(batch, channels, 1, 1, 1)
 
 
