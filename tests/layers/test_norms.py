@@ -62,11 +62,31 @@ def test_norm_act_overwrites_its_input_on_the_fused_path_only():
     assert norm_act(x, affine).data_ptr() != x.data_ptr()
 
 
-def test_norm_act_runs_half_precision_maps_in_float32():
-    x = torch.randn(1, 4, 4, 4, 4).contiguous(memory_format=CL)
-    out = norm_act(x.bfloat16(), nn.InstanceNorm3d(4), nn.LeakyReLU(0.01))
+def test_norm_act_trains_half_precision_maps_in_float32():
+    x = torch.randn(2, 4, 6, 5, 4).contiguous(memory_format=CL).bfloat16().requires_grad_()
+    out = norm_act(x * 1, nn.InstanceNorm3d(4), nn.LeakyReLU(0.01))
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out, _reference(x.bfloat16().float(), 0.01), atol=1e-5, rtol=0)
+    ref_x = x.detach().float().requires_grad_()
+    ref = _reference(ref_x, 0.01)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    g = torch.randn_like(ref)
+    out.backward(g)
+    ref.backward(g)
+    torch.testing.assert_close(x.grad.float(), ref_x.grad.bfloat16().float(), atol=2e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_norm_act_infers_half_precision_maps_in_their_precision(with_residual):
+    torch.manual_seed(0)
+    x, r = ((torch.randn(2, 4, 6, 5, 4) * 2 + 1).contiguous(memory_format=CL) for _ in range(2))
+    ref = F.instance_norm(x.double()) + (F.instance_norm(r.double()) if with_residual else 0)
+    ref = F.leaky_relu(ref, 0.01)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        kwargs = {"residual": r.bfloat16(), "residual_norm": nn.InstanceNorm3d(4)} if with_residual else {}
+        out = norm_act(x.bfloat16(), nn.InstanceNorm3d(4), nn.LeakyReLU(0.01), **kwargs)
+    assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=CL)
+    # bf16 keeps 8 significant bits: the maps themselves are rounded by up to 0.4 %
+    torch.testing.assert_close(out.double(), ref, atol=0.05, rtol=0.01)
 
 
 @pytest.mark.parametrize(
