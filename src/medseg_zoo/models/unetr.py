@@ -30,6 +30,9 @@ class UNETR(nn.Module):
     Stem and head: ``stem`` (a residual conv block on the full-resolution input) and ``patch_embed.proj`` read
     the input channels; ``head`` (a 1x1x1 convolution) writes the outputs.
 
+    On the CPU the convolutional path runs channels-last (the output may come back in that memory layout; its
+    values do not depend on it); see ``docs/benchmarks.md`` for why and how much.
+
     Args:
         in_channels: Input channels.
         out_channels: Output channels (logits).
