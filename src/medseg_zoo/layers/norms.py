@@ -57,8 +57,9 @@ def norm_act(
     statistics) and followed by LeakyReLU or nothing take a fused path: torch's CPU instance norm loses precision
     on channels-last maps (~1e-3 over a million voxels) and allocates maps that cost as much as the arithmetic
     (page faults). The fused path works in the inputs' memory, keeps only its output (and the normalised
-    residual) for the backward pass and computes channel sums as matrix products, accurate to ~1e-6. Other
-    inputs and layers run the modules as given.
+    residual) for the backward pass and computes channel sums as matrix products, accurate to ~1e-6. Half-precision
+    maps (autocast's convolutions) are normalised in float32 when gradients are needed and in their own precision
+    otherwise. Other inputs and layers run the modules as given.
     """
     norms = (norm,) if residual_norm is None else (norm, residual_norm)
     if not _fusable(x, residual, norms, act):
@@ -81,8 +82,8 @@ def _half_inference(
 ) -> torch.Tensor:
     """The fused path's forward for half-precision maps without gradients, kept in their precision.
 
-    torch's channels-last group norm with one group per channel is this instance norm, with float32 statistics
-    and an error within half precision's rounding; casting to float32 and back would cost more than the
+    torch's channels-last group norm with one group per channel is this instance norm, with an error within half
+    precision's rounding (measured against float64); casting to float32 and back would cost more than the
     convolutions gain from half precision. (Its backward is not accurate on channels-last maps, so training
     takes the float32 path.)
     """
