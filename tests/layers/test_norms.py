@@ -103,3 +103,19 @@ def test_other_norms_and_activations_run_as_given(norm, act):
     ref = norm(x.contiguous())
     ref = ref if act is None else act(ref)
     torch.testing.assert_close(norm_act(x.clone(memory_format=CL), norm, act), ref)
+
+
+def test_norm_act_takes_views_and_metatensors():
+    from monai.data import MetaTensor
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 6, 5, 4).contiguous(memory_format=CL)
+    g = torch.randn_like(x)
+    ref_x = x.clone().requires_grad_()
+    _reference(ref_x, 0.01).backward(g)
+    for make in (lambda t: MetaTensor(t * 1), lambda t: (t * 1)[:]):
+        leaf = x.clone().requires_grad_()
+        base = make(leaf)
+        out = norm_act(base, nn.InstanceNorm3d(4), nn.LeakyReLU(0.01))
+        out.backward(g)
+        torch.testing.assert_close(leaf.grad, ref_x.grad, atol=1e-5, rtol=0)

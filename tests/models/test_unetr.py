@@ -51,3 +51,17 @@ def test_stem_and_head_read_and_write_the_channels():
     assert model.stem.conv1.conv.in_channels == 4
     assert model.patch_embed.proj.in_channels == 4
     assert model.head.out_channels == 3
+
+
+def test_trains_on_monai_metatensors():
+    # MONAI's loaders hand out MetaTensors; batch 2 sends the convolutions to oneDNN and the decoder channels-last.
+    from monai.data import MetaTensor
+
+    model = UNETR(4, 3, (32, 32, 16), **TINY)
+    x = torch.randn(2, 4, 32, 32, 16)
+    model(MetaTensor(x)).square().mean().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model(x).square().mean().backward()
+    for got, want in zip(grads, (p.grad for p in model.parameters()), strict=True):
+        torch.testing.assert_close(got, want)

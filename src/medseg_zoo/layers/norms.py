@@ -68,6 +68,9 @@ def norm_act(
             y = y + (residual if residual_norm is None else residual_norm(residual))
         return y if act is None else act(y)
     slope = None if act is None else act.negative_slope
+    # Work in place only on plain, fresh tensors: views (e.g. MONAI MetaTensor results) are copied first.
+    x = _fresh(x)
+    residual = _fresh(residual) if residual_norm is not None else residual
     if x.dtype in _HALF and not (torch.is_grad_enabled() and x.requires_grad):
         return _half_inference(x, residual, residual_norm is not None, slope, norm.eps)
     # Half-precision maps (autocast's convolutions) are trained in float32, as autocast does for torch's norms.
@@ -75,6 +78,12 @@ def norm_act(
     residual = residual.float() if residual is not None and residual.dtype in _HALF else residual
     out = _InstanceNormAct.apply(x, residual, residual_norm is not None, slope, norm.eps)
     return out if residual_norm is None else out[0]
+
+
+def _fresh(x: torch.Tensor) -> torch.Tensor:
+    if type(x) is torch.Tensor and x._base is None:
+        return x
+    return x.as_subclass(torch.Tensor).clone(memory_format=torch.preserve_format)
 
 
 def _half_inference(

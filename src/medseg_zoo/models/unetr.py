@@ -131,6 +131,7 @@ class UNETR(nn.Module):
         # On the CPU the decoder runs channels-last: oneDNN's 3D convolutions are faster on it, and the norms have
         # an accurate fused path for it (see medseg_zoo.layers.norm_act). Values are the same in either layout.
         layout = torch.channels_last_3d if x.device.type == "cpu" else torch.contiguous_format
+        x = x.as_subclass(torch.Tensor)  # MONAI MetaTensors would make every map a view (see norm_act)
         d, h, w = (s // PATCH_SIZE for s in x.shape[2:])
         hidden = self.encoder(self.patch_embed(x))
         z3, z6, z9, z12 = (rearrange(t, "b (d h w) c -> b c d h w", d=d, h=h, w=w) for t in hidden)
