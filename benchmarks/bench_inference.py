@@ -40,6 +40,7 @@ from monai.transforms import (
     SaveImage,
     Spacingd,
 )
+from safetensors.torch import load_file
 
 import medseg_zoo as mz
 from _report import command, machine, write_section
@@ -118,12 +119,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per pipeline")
     parser.add_argument("--model", default="unetr_brats", help="BraTS model to run (random seeded weights)")
+    parser.add_argument("--weights", type=Path, help="safetensors state dict for the model (see fit_synthetic.py)")
     parser.add_argument("--output", type=Path, help="markdown file whose 'inference' section gets the table")
     parser.add_argument("--skip-memory", action="store_true", help="skip the 512x512x400 memory run")
     args = parser.parse_args()
 
     torch.manual_seed(0)
     model = mz.create_model(args.model).eval()
+    if args.weights:
+        model.load_state_dict(load_file(args.weights))
     tmp = Path(tempfile.mkdtemp(prefix="medseg-bench-"))
     image, _, _ = make_case(SHAPE, seed=0)
     path = tmp / "case.nii.gz"
@@ -159,12 +163,16 @@ def main() -> None:
             f"| {name} | {med:.1f} | {min(times[name]):.1f} | {base / med:.2f}x | {100 * (data == ref).mean():.3f} % "
             f"| {'yes' if same_grid else 'NO'} |"
         )
+    weights = (
+        f"weights `{args.weights.name}`"
+        if args.weights
+        else "seeded random weights: agreement is measured on untrained outputs, the hardest case for agreement"
+    )
     lines = [
         "## Whole-case inference, file to file (CPU)",
         "",
         f"One synthetic BraTS-size case (4 x {' x '.join(map(str, SHAPE))}, LPS 1 mm) through `{args.model}` "
-        f"(seeded random weights: agreement is measured on untrained outputs, the hardest case for agreement), "
-        f"{args.repeats} alternating runs each. Label maps are compared voxel by voxel.",
+        f"({weights}), {args.repeats} alternating runs each. Label maps are compared voxel by voxel.",
         "",
         *rows,
     ]
