@@ -263,7 +263,7 @@ def regions_to_labels(regions: Array, scheme: str | LabelScheme, dtype: Any = No
         out = values[np.argmax(r, axis=0)]
     else:
         active = r > 0.5
-        out = np.zeros(r.shape[1:], dtype=np.int64)
+        out = np.zeros(r.shape[1:], dtype=np.uint8 if dtype is None else dtype)
         order = sorted(range(len(scheme.channels)), key=lambda i: len(scheme.regions[scheme.channels[i]]))
         inner: set[int] = set()
         own = {}
@@ -271,7 +271,7 @@ def regions_to_labels(regions: Array, scheme: str | LabelScheme, dtype: Any = No
             (own[i],) = set(scheme.regions[scheme.channels[i]]) - inner
             inner |= set(scheme.regions[scheme.channels[i]])
         for i in reversed(order):  # outermost first, so inner regions overwrite
-            out[active[i]] = own[i]
+            np.putmask(out, active[i], own[i])
     out = out.astype(np.uint8 if dtype is None else dtype)
     return torch.from_numpy(out).to(regions.device) if is_torch else out
 
