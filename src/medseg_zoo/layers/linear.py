@@ -12,7 +12,7 @@ __all__ = ["Linear", "linear"]
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``torch.nn.functional.linear``; for float32 on the CPU computed by oneDNN as a 1x1x1 convolution.
 
-    Shapes: ``(..., in) -> (..., out)``, the output possibly a transposed view. torch hands float32 matrix
+    Shapes: ``(..., in) -> (..., out)``. torch hands float32 matrix
     products on the CPU to MKL, whose sgemm runs at about half of oneDNN's speed where MKL has no AVX-512 path
     (AMD EPYC; see ``docs/benchmarks.md``); oneDNN's 1x1x1 convolution is the same product, with the same
     float32 rounding. Other devices and dtypes use ``F.linear``.
@@ -22,7 +22,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     tokens = x.reshape(-1, x.shape[-1])
     # (tokens, in) seen as a (1, in, tokens, 1, 1) map with channels innermost
     y = F.conv3d(tokens.t()[None, :, :, None, None], weight[:, :, None, None, None], bias)
-    return y.permute(0, 2, 3, 4, 1).reshape(*x.shape[:-1], weight.shape[0])
+    # oneDNN writes (out, tokens); a contiguous (tokens, out) copy is cheap and what attention kernels expect.
+    return y.permute(0, 2, 3, 4, 1).reshape(*x.shape[:-1], weight.shape[0]).contiguous()
 
 
 class Linear(nn.Linear):
