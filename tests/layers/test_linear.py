@@ -12,7 +12,7 @@ def test_linear_equals_torch(shape, bias):
     layer = Linear(48, 40, bias=bias)
     x = torch.randn(shape, requires_grad=True)
     out, ref = layer(x), F.linear(x, layer.weight, layer.bias)
-    assert out.shape == ref.shape
+    assert out.shape == ref.shape and out.is_contiguous()
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
     g = torch.randn_like(ref)
     params = [x, layer.weight] + ([layer.bias] if bias else [])
