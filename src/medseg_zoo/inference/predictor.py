@@ -48,7 +48,8 @@ class Predictor:
         sw_batch_size: Windows per forward pass.
         tta: Average over the 8 flips of the three spatial axes (8x the time).
         amp: Mixed precision: ``None`` picks bf16 on CUDA and on CPUs with native bf16, else off; ``True``
-            or ``False`` force it.
+            or ``False`` force it. bf16 can flip labels where a probability lies within ~0.01 of the decision
+            (measured in ``docs/benchmarks.md``); pass ``False`` for fp32 results.
         aggregation_device: Where overlapping window outputs are blended (default: ``device``; ``"cpu"``
             saves GPU memory on large volumes). The blending buffer is one roi thick whatever the volume's depth.
         progress: Show a progress bar over windows.
