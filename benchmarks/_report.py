@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmarks: machine description and atomic update of a section of docs/benchmarks.md."""
+"""Shared helpers of the benchmarks: a docs/benchmarks.md section with its command and machine, written atomically."""
 
 from __future__ import annotations
 
@@ -39,3 +39,11 @@ def write_section(path: Path, name: str, body: str) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
         tmp.write(text)
     os.replace(tmp.name, path)
+
+
+def publish(lines: list[str], output: Path | None, name: str) -> None:
+    """Print a section's lines followed by the command and the machine; write it to ``output`` if given."""
+    body = "\n".join([*lines, "", f"Command: `{command()}`  ", f"Machine: {machine()}"])
+    print(body)
+    if output:
+        write_section(output, name, body)

@@ -43,7 +43,7 @@ from monai.transforms import (
 from safetensors.torch import load_file
 
 import medseg_zoo as mz
-from _report import command, machine, write_section
+from _report import publish
 from medseg_zoo.data.synthetic import make_case
 from medseg_zoo.transforms import regions_to_labels
 
@@ -184,11 +184,7 @@ def main() -> None:
             f"{mem['peak_rss_gib']:.2f} GiB (the process, input included), {mem['seconds']:.0f} s, output "
             f"{tuple(mem['shape'])} {mem['dtype']}.",
         ]
-    lines += ["", f"Command: `{command()}`  ", f"Machine: {machine()}"]
-    body = "\n".join(lines)
-    print(body)
-    if args.output:
-        write_section(args.output, "inference", body)
+    publish(lines, args.output, "inference")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from _report import command, machine, write_section
+from _report import publish
 from medseg_zoo.layers import Linear, PointwiseConv3d, norm_act
 
 CL = torch.channels_last_3d
@@ -90,21 +90,17 @@ def main() -> None:
         t_ref, t_ours = (statistics.median(times[k][1:]) * 1e3 for k in ("torch", "ours"))
         diff = (outs["torch"] - outs["ours"]).abs().max().item()
         rows.append(f"| {layer} | {size} | {t_ref:.1f} | {t_ours:.1f} | {t_ours / t_ref:.2f}x | {diff:.1e} |")
-    body = "\n".join(
+    publish(
         [
             "## Layers (CPU, fp32)",
             "",
             f"Forward + backward, median of {args.repeats} alternating runs; same weights and inputs.",
             "",
             *rows,
-            "",
-            f"Command: `{command()}`  ",
-            f"Machine: {machine()}",
-        ]
+        ],
+        args.output,
+        "layers",
     )
-    print(body)
-    if args.output:
-        write_section(args.output, "layers", body)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import torch
 from self_attention_cv import UNETR as SourceUNETR
 
 import medseg_zoo as mz
-from _report import command, machine, write_section
+from _report import publish
 from medseg_zoo.convert.self_attention_cv import convert_unetr
 
 ROI = (128, 128, 64)
@@ -75,7 +75,7 @@ def main() -> None:
     for name, ts in times.items():
         med = statistics.median(ts)
         rows.append(f"| {name} | {med:.2f} | {min(ts):.2f} | {med / base:.2f}x |")
-    body = "\n".join(
+    publish(
         [
             "## UNETR training step (CPU, fp32)",
             "",
@@ -87,14 +87,10 @@ def main() -> None:
             "",
             f"Outputs: max |difference| {out_diff:.2e} (output magnitude up to {y_src.abs().max().item():.2f}); "
             f"stem weight gradients: max relative difference {grad_diff:.2e}.",
-            "",
-            f"Command: `{command()}`  ",
-            f"Machine: {machine()}",
-        ]
+        ],
+        args.output,
+        "unetr",
     )
-    print(body)
-    if args.output:
-        write_section(args.output, "unetr", body)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from medseg_zoo.layers.norms import get_norm, norm_act
+from medseg_zoo.layers.norms import get_norm, is_channels_last, norm_act
 
 __all__ = [
     "ConvNormAct",
@@ -42,7 +42,7 @@ class PointwiseConv3d(nn.Conv3d):
         super().__init__(in_channels, out_channels, kernel_size=1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _is_channels_last(x):  # oneDNN runs channels-last 1x1x1 convolutions as one GEMM already
+        if is_channels_last(x):  # oneDNN runs channels-last 1x1x1 convolutions as one GEMM already
             return super().forward(x)
         b, _, *spatial = x.shape
         y = torch.matmul(self.weight.flatten(1), x.flatten(2))
@@ -233,9 +233,5 @@ class UnetrUpBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         # The skip sets the layout: oneDNN returns small transposed convolutions in the default layout.
-        layout = torch.channels_last_3d if _is_channels_last(skip) else torch.contiguous_format
+        layout = torch.channels_last_3d if is_channels_last(skip) else torch.contiguous_format
         return self.conv(torch.cat([self.up(x).contiguous(memory_format=layout), skip], dim=1))
-
-
-def _is_channels_last(x: torch.Tensor) -> bool:
-    return x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()

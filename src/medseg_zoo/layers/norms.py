@@ -112,8 +112,12 @@ def _fusable(
     )
     leaky = act is None or (isinstance(act, nn.LeakyReLU) and act.negative_slope > 0)
     maps = (x,) if residual is None else (x, residual)
-    channels_last = all(m.is_contiguous(memory_format=torch.channels_last_3d) and not m.is_contiguous() for m in maps)
-    return plain_instance and leaky and channels_last and x.device.type == "cpu"
+    return plain_instance and leaky and all(map(is_channels_last, maps)) and x.device.type == "cpu"
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether a 5-D map is laid out channels-last (and not also in the default layout)."""
+    return x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
 
 
 def _channel_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
