@@ -18,10 +18,10 @@ from torch import nn
 
 from medseg_zoo._contract import config_of
 from medseg_zoo.inference.io import Inputs, Volume, load_volume, save_nifti
-from medseg_zoo.inference.resample import resample_parallel
 from medseg_zoo.inference.sliding import sliding_window_stream
 from medseg_zoo.transforms.labels import get_scheme, regions_to_labels
 from medseg_zoo.transforms.presets import preprocessing_transforms
+from medseg_zoo.transforms.resample import resample_parallel
 
 __all__ = ["Predictor", "predict"]
 

@@ -34,13 +34,13 @@ from monai.transforms import (
     RandSpatialCropd,
     ScaleIntensityd,
     ScaleIntensityRanged,
-    Spacingd,
     SpatialPadd,
 )
 from torch import nn
 
 from medseg_zoo._contract import TaskContract, config_of
 from medseg_zoo.transforms.labels import LabelScheme, LabelsToRegionsd, get_scheme
+from medseg_zoo.transforms.resample import SeparableSpacingd
 
 __all__ = [
     "NORMALIZATIONS",
@@ -110,7 +110,7 @@ def preprocessing_transforms(
     if contract.orientation is not None:
         steps.append(Orientationd(keys, axcodes=contract.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))))
     if contract.spacing is not None:
-        steps.append(Spacingd(keys, pixdim=contract.spacing, mode=["bilinear", "nearest"][: len(keys)]))
+        steps.append(SeparableSpacingd(keys, pixdim=contract.spacing, mode=["bilinear", "nearest"][: len(keys)]))
     steps += _normalize(contract)
     if with_label:
         scheme = get_scheme(label_scheme or contract.label_scheme) if (label_scheme or contract.label_scheme) else None
@@ -174,7 +174,7 @@ def preprocessing_key(source: TaskContract | nn.Module, label_scheme: str | Labe
         "spacing": contract.spacing,
         "normalization": contract.normalization,
         "scheme": dataclasses.asdict(scheme) if scheme else None,
-        "format": 1,  # bump when the prefix itself changes
+        "format": 2,  # bump when the prefix itself changes
     }
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
