@@ -86,3 +86,11 @@ def test_separable_spacing_stays_lazy_when_asked():
     data = _image_and_label(AFFINES["RAS"])
     out = SeparableSpacingd("image", pixdim=(2.0, 2.0, 2.0), lazy=True)({"image": data["image"]})["image"]
     assert out.shape == data["image"].shape and len(out.pending_operations) == 1
+
+
+def test_separable_spacing_keeps_background_exactly_zero():
+    # Output voxel 2 samples source voxel 3.0 exactly: zero, although its neighbour 4 is not.
+    image = torch.zeros(1, 12, 6, 6)
+    image[:, 4:] = 5.0
+    out = SeparableSpacingd("image", pixdim=(1.5, 1.0, 1.0))({"image": MetaTensor(image)})["image"]
+    assert out[0, :3].eq(0).all() and out[0, 3:].eq(5).all()

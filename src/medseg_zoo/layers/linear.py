@@ -15,9 +15,14 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     Shapes: ``(..., in) -> (..., out)``. torch hands float32 matrix
     products on the CPU to MKL, whose sgemm runs at about half of oneDNN's speed where MKL has no AVX-512 path
     (AMD EPYC; see ``docs/benchmarks.md``); oneDNN's 1x1x1 convolution is the same product, with the same
-    float32 rounding. Other devices and dtypes use ``F.linear``.
+    float32 rounding. Other devices and dtypes, and CPU autocast, use ``F.linear``.
     """
-    if x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() == 0:
+    if (
+        x.device.type != "cpu"
+        or x.dtype != torch.float32
+        or x.numel() == 0
+        or torch.is_autocast_enabled("cpu")  # half-precision products, and autocast caches the weights' casts
+    ):
         return F.linear(x, weight, bias)
     tokens = x.reshape(-1, x.shape[-1])
     # (tokens, in) seen as a (1, in, tokens, 1, 1) map with channels innermost

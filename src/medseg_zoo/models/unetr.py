@@ -132,6 +132,8 @@ class UNETR(nn.Module):
         # an accurate fused path for it (see medseg_zoo.layers.norm_act). Values are the same in either layout.
         layout = torch.channels_last_3d if x.device.type == "cpu" else torch.contiguous_format
         x = x.as_subclass(torch.Tensor)  # MONAI MetaTensors would make every map a view (see norm_act)
+        if torch.is_autocast_enabled(x.device.type):  # cast once: the stem and the patch embedding share it
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         d, h, w = (s // PATCH_SIZE for s in x.shape[2:])
         hidden = self.encoder(self.patch_embed(x))
         z3, z6, z9, z12 = (rearrange(t, "b (d h w) c -> b c d h w", d=d, h=h, w=w) for t in hidden)
