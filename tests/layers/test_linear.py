@@ -25,3 +25,12 @@ def test_linear_passes_other_dtypes_and_empty_inputs_to_torch():
     x = torch.randn(4, 3, dtype=torch.float64)
     assert torch.equal(linear(x, w), F.linear(x, w))
     assert linear(torch.randn(0, 3), w.float()).shape == (0, 5)
+
+
+def test_linear_under_cpu_autocast_is_torchs_half_precision_product():
+    torch.manual_seed(0)
+    w, x = torch.randn(40, 48), torch.randn(300, 48)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, ref = linear(x, w), F.linear(x, w)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, ref)
