@@ -61,9 +61,8 @@ def resample_parallel(
     for c in range(data.shape[0]):
         channel = data[c].permute(*axes)  # source axis axes[k] now lies along destination axis k
         for k, (lower, upper, weight) in enumerate(plan):
-            low = channel.index_select(k, lower)
+            low = torch.index_select(channel, k, lower, out=out[c] if k == 2 else None)
             channel = low if upper is None else low.lerp_(channel.index_select(k, upper), weight)
-        out[c] = channel
     return out
 
 
