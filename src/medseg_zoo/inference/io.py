@@ -31,7 +31,7 @@ class Volume:
     """A multi-channel volume and its geometry.
 
     Attributes:
-        data: ``(C, X, Y, Z)`` float32 intensities, channels in the model's order.
+        data: ``(C, X, Y, Z)`` float32 intensities, channels in the model's order (possibly a strided view).
         affine: 4x4 voxel-to-world (RAS mm) matrix.
         header: The NIfTI header of the (first) input file, kept for the output; ``None`` for arrays.
         source: What the volume was read from, for messages.
@@ -122,7 +122,8 @@ def load_volume(inputs: Inputs, channels: Sequence[str]) -> Volume:
             f"channels {names}, or one 3-D file per channel"
         )
     _finite(data, str(path))
-    return Volume(np.ascontiguousarray(np.moveaxis(data, -1, 0)), img.affine, img.header.copy(), str(path))
+    # A channels-first view of the file's (X, Y, Z, C) order: the preprocessing copies it anyway.
+    return Volume(np.moveaxis(data, -1, 0), img.affine, img.header.copy(), str(path))
 
 
 def save_nifti(data: np.ndarray, reference: Volume, path: str | os.PathLike) -> Path:
