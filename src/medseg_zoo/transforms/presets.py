@@ -108,7 +108,9 @@ def preprocessing_transforms(
     keys = [IMAGE, LABEL] if with_label else [IMAGE]
     steps: list[MapTransform] = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys)] if load else []
     if contract.orientation is not None:
-        steps.append(Orientationd(keys, axcodes=contract.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))))
+        ras = (("L", "R"), ("P", "A"), ("I", "S"))
+        # Lazy when a resampling follows: SeparableSpacingd folds the flips into its own pass.
+        steps.append(Orientationd(keys, axcodes=contract.orientation, labels=ras, lazy=contract.spacing is not None))
     if contract.spacing is not None:
         steps.append(SeparableSpacingd(keys, pixdim=contract.spacing, mode=["bilinear", "nearest"][: len(keys)]))
     steps += _normalize(contract)

@@ -72,7 +72,8 @@ class SeparableSpacingd(Spacingd):
 
     MONAI computes the output grid (lazily, so nothing is resampled twice); keys resampled with another mode
     (``"nearest"`` labels, where ties between equidistant voxels depend on rounding) and grids that are not
-    parallel are resampled by MONAI itself, with the settings it recorded.
+    parallel are resampled by MONAI itself, with the settings it recorded. A lazy ``Orientationd`` just before
+    is folded into the same pass (reorienting only permutes and flips voxels).
 
     Values agree with MONAI's to float32 rounding, with one visible difference: where an output voxel falls
     exactly on a background voxel next to the brain, MONAI's float64 sampling grid picks up a residue of the
@@ -91,7 +92,8 @@ class SeparableSpacingd(Spacingd):
     @staticmethod
     def _apply(img: MetaTensor, mode: Any) -> MetaTensor:
         pending = img.pending_operations
-        if str(mode) == "bilinear" and len(pending) == 1:
+        # Reorientations before the resampling are exact, so one interpolation on the composed grid equals both.
+        if str(mode) == "bilinear" and all(op["class"] == "Orientation" for op in pending[:-1]):
             try:
                 values = resample_parallel(
                     img.as_tensor(), img.affine, img.peek_pending_affine(), img.peek_pending_shape()
@@ -101,7 +103,8 @@ class SeparableSpacingd(Spacingd):
             else:
                 out = MetaTensor(values, meta=img.meta, applied_operations=list(img.applied_operations))
                 out.affine = img.peek_pending_affine()
-                out.push_applied_operation(pending[0])
+                for op in pending:
+                    out.push_applied_operation(op)
                 return out
         info = pending[-1]["extra_info"]
         settings = {k: info[k] for k in ("mode", "padding_mode", "align_corners", "dtype")}
