@@ -108,7 +108,9 @@ class Predictor:
     # --- steps --------------------------------------------------------------------------------------------------
 
     def _activation(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(logits) if self.contract.activation == "sigmoid" else torch.softmax(logits, dim=1)
+        """Float32 probabilities, in place where the logits are already a float32 copy of their own."""
+        logits = logits.float() if logits.dtype != torch.float32 else logits.clone()
+        return logits.sigmoid_() if self.contract.activation == "sigmoid" else torch.softmax(logits, dim=1)
 
     def _window(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         flips = [()] + ([d for r in (1, 2, 3) for d in itertools.combinations((2, 3, 4), r)] if self.tta else [])
@@ -119,10 +121,10 @@ class Predictor:
                 xi = x.flip(dims) if dims else x
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     logits = model(xi)
-                probs = self._activation(logits.float())
+                probs = self._activation(logits)
                 probs = probs.flip(dims) if dims else probs
-                total = probs if total is None else total + probs
-            return total / len(flips)
+                total = probs if total is None else total.add_(probs)
+            return total.div_(len(flips)) if len(flips) > 1 else total
 
         return run
 
@@ -131,7 +133,10 @@ class Predictor:
         windows = [self._window(model) for model in self.models]
 
         def run(patches: torch.Tensor) -> torch.Tensor:
-            return sum(w(patches) for w in windows) / len(windows)
+            total = windows[0](patches)
+            for w in windows[1:]:
+                total.add_(w(patches))
+            return total.div_(len(windows)) if len(windows) > 1 else total
 
         sliding_window_stream(
             x,
