@@ -2,14 +2,16 @@
 
 Both read the same 4 x 240 x 240 x 155 NIfTI (a synthetic BraTS-size case), reorient to RAS, resample to
 1.5 x 1.5 x 2.0 mm, normalise, run sliding-window inference with the same network and weights (roi 128x128x64,
-overlap 0.5, Gaussian blending, 2 windows per batch), bring the sigmoid outputs back to the input grid, threshold
-them and write an msd_task01 label map. MONAI's side is LoadImaged, EnsureChannelFirstd, Orientationd, Spacingd,
-NormalizeIntensityd, sliding_window_inference, Activationsd, Invertd, AsDiscreted, SaveImage. Runs alternate.
+overlap 0.5, Gaussian blending, one window per forward pass: MONAI's default and the Predictor's), bring the
+sigmoid outputs back to the input grid, threshold them and write an msd_task01 label map. MONAI's side is
+LoadImaged, EnsureChannelFirstd, Orientationd, Spacingd, NormalizeIntensityd, sliding_window_inference,
+Activationsd, Invertd, AsDiscreted, SaveImage. Runs alternate.
 
 A second part measures peak memory (RSS) of predicting a 1 x 512 x 512 x 400 volume with 14 classes, in a fresh
 process.
 
-    python benchmarks/bench_inference.py --repeats 3 --output docs/benchmarks.md
+    python benchmarks/bench_inference.py --weights benchmarks/.cache/unetr_brats_synthetic.safetensors \
+        --repeats 5 --output docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def monai_pipeline(model: torch.nn.Module, image: Path, out: Path) -> None:
     )
     with torch.inference_mode():
         data = pre({"image": str(image)})
-        logits = sliding_window_inference(data["image"][None], c.roi_size, 2, model, overlap=0.5, mode="gaussian")[0]
+        logits = sliding_window_inference(data["image"][None], c.roi_size, 1, model, overlap=0.5, mode="gaussian")[0]
         data["pred"] = MetaTensor(logits, meta=data["image"].meta)
         data = post(data)
     regions = data["pred"]
@@ -164,7 +166,8 @@ def main() -> None:
             f"| {'yes' if same_grid else 'NO'} |"
         )
     weights = (
-        f"weights `{args.weights.name}`"
+        f"weights `{args.weights.name}`, a brief seeded fit on synthetic cases by `benchmarks/fit_synthetic.py` "
+        "(`make bench` makes it once)"
         if args.weights
         else "seeded random weights: agreement is measured on untrained outputs, the hardest case for agreement"
     )

@@ -45,7 +45,8 @@ class Predictor:
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         overlap: Sliding-window overlap, in [0, 1).
         blend: ``"gaussian"`` or ``"constant"`` blending of overlapping windows.
-        sw_batch_size: Windows per forward pass.
+        sw_batch_size: Windows per forward pass (MONAI's default of 1 was fastest per window on the CPU:
+            0.33 s against 0.38 s with 2 for ``unetr_brats`` in bf16, the same in fp32).
         tta: Average over the 8 flips of the three spatial axes (8x the time).
         amp: Mixed precision: ``None`` picks bf16 on CUDA and on CPUs with native bf16, else off; ``True``
             or ``False`` force it. bf16 can flip labels where a probability lies within ~0.01 of the decision
@@ -62,7 +63,7 @@ class Predictor:
         device: str | torch.device = "auto",
         overlap: float = 0.5,
         blend: Literal["gaussian", "constant"] = "gaussian",
-        sw_batch_size: int = 2,
+        sw_batch_size: int = 1,
         tta: bool = False,
         amp: bool | None = None,
         aggregation_device: str | torch.device | None = None,

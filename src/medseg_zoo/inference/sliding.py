@@ -39,7 +39,7 @@ def sliding_window_stream(
     *,
     overlap: float = 0.5,
     blend: str = "gaussian",
-    batch_size: int = 2,
+    batch_size: int = 1,
     device: torch.device | str = "cpu",
     aggregation_device: torch.device | str = "cpu",
     progress: bool = False,
