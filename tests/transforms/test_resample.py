@@ -119,3 +119,11 @@ def test_separable_spacing_folds_a_lazy_reorientation(orientation):
     back = ours.inverse(got)  # MONAI's inverse undoes both
     torch.testing.assert_close(back["image"].affine, affine)
     assert back["image"].shape == data["image"].shape
+
+
+def test_separable_spacing_leaves_integer_images_to_monai():
+    image = MetaTensor(torch.arange(2 * 9 * 8 * 7, dtype=torch.int16).reshape(2, 9, 8, 7))
+    ours = SeparableSpacingd("image", pixdim=(1.5, 1.0, 2.0))({"image": image})["image"]
+    expected = Spacingd("image", pixdim=(1.5, 1.0, 2.0))({"image": image})["image"]
+    assert ours.dtype == expected.dtype
+    torch.testing.assert_close(ours.as_tensor(), expected.as_tensor(), atol=0, rtol=0)

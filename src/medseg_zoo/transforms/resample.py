@@ -71,8 +71,8 @@ class SeparableSpacingd(Spacingd):
     :func:`resample_parallel` where the output grid's axes are parallel to the input's.
 
     MONAI computes the output grid (lazily, so nothing is resampled twice); keys resampled with another mode
-    (``"nearest"`` labels, where ties between equidistant voxels depend on rounding) and grids that are not
-    parallel are resampled by MONAI itself, with the settings it recorded. A lazy ``Orientationd`` just before
+    (``"nearest"`` labels, where ties between equidistant voxels depend on rounding), integer images and grids
+    that are not parallel are resampled by MONAI itself, with the settings it recorded. A lazy ``Orientationd`` just before
     is folded into the same pass (reorienting only permutes and flips voxels).
 
     Values agree with MONAI's to float32 rounding, with one visible difference: where an output voxel falls
@@ -84,7 +84,7 @@ class SeparableSpacingd(Spacingd):
     def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None) -> dict[Hashable, Any]:
         if self.lazy if lazy is None else lazy:
             return super().__call__(data, lazy=True)
-        d = super().__call__(data, lazy=True)  # only the geometry: each key gets one pending operation
+        d = super().__call__(data, lazy=True)  # only the geometry, as a pending operation on each key
         for key, mode in self.key_iterator(d, self.mode):
             d[key] = self._apply(d[key], mode)
         return d
@@ -93,7 +93,8 @@ class SeparableSpacingd(Spacingd):
     def _apply(img: MetaTensor, mode: Any) -> MetaTensor:
         pending = img.pending_operations
         # Reorientations before the resampling are exact, so one interpolation on the composed grid equals both.
-        if str(mode) == "bilinear" and all(op["class"] == "Orientation" for op in pending[:-1]):
+        exact_before = all(op["class"] == "Orientation" for op in pending[:-1])
+        if str(mode) == "bilinear" and img.is_floating_point() and exact_before:
             try:
                 values = resample_parallel(
                     img.as_tensor(), img.affine, img.peek_pending_affine(), img.peek_pending_shape()
