@@ -1,5 +1,6 @@
-"""Transforms: label schemes (:mod:`~medseg_zoo.transforms.labels`) and contract-driven MONAI pipelines
-(:mod:`~medseg_zoo.transforms.presets`)."""
+"""Transforms: label schemes (:mod:`~medseg_zoo.transforms.labels`), contract-driven MONAI pipelines
+(:mod:`~medseg_zoo.transforms.presets`) and resampling between parallel grids
+(:mod:`~medseg_zoo.transforms.resample`)."""
 
 from medseg_zoo.transforms.labels import (
     LabelScheme,
@@ -19,11 +20,13 @@ from medseg_zoo.transforms.presets import (
     training_transforms,
     validation_transforms,
 )
+from medseg_zoo.transforms.resample import SeparableSpacingd, resample_parallel
 
 __all__ = [
     "LabelScheme",
     "LabelsToRegionsd",
     "RegionsToLabelsd",
+    "SeparableSpacingd",
     "cached_dataset",
     "get_scheme",
     "inference_transforms",
@@ -32,6 +35,7 @@ __all__ = [
     "preprocessing_key",
     "preprocessing_transforms",
     "regions_to_labels",
+    "resample_parallel",
     "scheme_from_dataset_json",
     "training_transforms",
     "validation_transforms",

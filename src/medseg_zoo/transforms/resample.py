@@ -72,8 +72,8 @@ class SeparableSpacingd(Spacingd):
 
     MONAI computes the output grid (lazily, so nothing is resampled twice); keys resampled with another mode
     (``"nearest"`` labels, where ties between equidistant voxels depend on rounding), integer images and grids
-    that are not parallel are resampled by MONAI itself, with the settings it recorded. A lazy ``Orientationd`` just before
-    is folded into the same pass (reorienting only permutes and flips voxels).
+    that are not parallel are resampled by MONAI itself, with the settings it recorded. A lazy ``Orientationd``
+    just before is folded into the same pass (reorienting only permutes and flips voxels).
 
     Values agree with MONAI's to float32 rounding, with one visible difference: where an output voxel falls
     exactly on a background voxel next to the brain, MONAI's float64 sampling grid picks up a residue of the
