@@ -109,7 +109,7 @@ class Predictor:
     # --- steps --------------------------------------------------------------------------------------------------
 
     def _activation(self, logits: torch.Tensor) -> torch.Tensor:
-        """Float32 probabilities, in place where the logits are already a float32 copy of their own."""
+        """Float32 probabilities in a fresh tensor, which is the float32 copy itself for half-precision logits."""
         logits = logits.float() if logits.dtype != torch.float32 else logits.clone()
         return logits.sigmoid_() if self.contract.activation == "sigmoid" else torch.softmax(logits, dim=1)
 
