@@ -256,6 +256,7 @@ def regions_to_labels(regions: Array, scheme: str | LabelScheme, dtype: Any = No
             f"expected {len(scheme.channels)} channels {scheme.channels} for scheme {scheme.name!r}, "
             f"got {regions.shape[0]} (shape {tuple(regions.shape)})"
         )
+    dtype = np.uint8 if dtype is None else dtype
     is_torch = isinstance(regions, torch.Tensor)
     r = regions.detach().cpu().numpy() if is_torch else np.asarray(regions)
     if scheme.regions is None:
@@ -263,7 +264,7 @@ def regions_to_labels(regions: Array, scheme: str | LabelScheme, dtype: Any = No
         out = values[np.argmax(r, axis=0)]
     else:
         active = r > 0.5
-        out = np.zeros(r.shape[1:], dtype=np.uint8 if dtype is None else dtype)
+        out = np.zeros(r.shape[1:], dtype=dtype)
         order = sorted(range(len(scheme.channels)), key=lambda i: len(scheme.regions[scheme.channels[i]]))
         inner: set[int] = set()
         own = {}
@@ -272,7 +273,7 @@ def regions_to_labels(regions: Array, scheme: str | LabelScheme, dtype: Any = No
             inner |= set(scheme.regions[scheme.channels[i]])
         for i in reversed(order):  # outermost first, so inner regions overwrite
             np.putmask(out, active[i], own[i])
-    out = out.astype(np.uint8 if dtype is None else dtype)
+    out = out.astype(dtype, copy=False)  # the region path already built it in this dtype
     return torch.from_numpy(out).to(regions.device) if is_torch else out
 
 

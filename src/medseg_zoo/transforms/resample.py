@@ -95,15 +95,14 @@ class SeparableSpacingd(Spacingd):
         # Reorientations before the resampling are exact, so one interpolation on the composed grid equals both.
         exact_before = all(op["class"] == "Orientation" for op in pending[:-1])
         if str(mode) == "bilinear" and img.is_floating_point() and exact_before:
+            affine = img.peek_pending_affine()
             try:
-                values = resample_parallel(
-                    img.as_tensor(), img.affine, img.peek_pending_affine(), img.peek_pending_shape()
-                )
+                values = resample_parallel(img.as_tensor(), img.affine, affine, img.peek_pending_shape())
             except ValueError:  # rotated grids: MONAI's general resampling below
                 pass
             else:
                 out = MetaTensor(values, meta=img.meta, applied_operations=list(img.applied_operations))
-                out.affine = img.peek_pending_affine()
+                out.affine = affine
                 for op in pending:
                     out.push_applied_operation(op)
                 return out
