@@ -7,15 +7,54 @@ A configuration is written once, in the registry entry of a model file, and trav
 from __future__ import annotations
 
 import dataclasses
+import math
+import operator
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from torch import nn
 
-__all__ = ["ModelConfig", "TaskContract", "WeightSource", "config_of"]
+if TYPE_CHECKING:
+    from medseg_zoo.transforms.labels import LabelScheme
+
+__all__ = ["NORMALIZATIONS", "ModelConfig", "TaskContract", "WeightSource", "config_of"]
 
 Activation = Literal["sigmoid", "softmax"]
+NORMALIZATIONS = (
+    "zscore_nonzero_channelwise",
+    "zscore_channelwise",
+    "clip_scale:<low>:<high>",
+    "zscore_nonzero_rescale:<low>:<high>",
+    "none",
+)
+_NUMBER = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
+_BOUNDED = re.compile(rf"(clip_scale|zscore_nonzero_rescale):(?P<low>{_NUMBER}):(?P<high>{_NUMBER})")
+
+
+def _positive(values: object, name: str, kind: type, expected: str) -> tuple:
+    """Three positive numbers as a tuple of ``kind``; bools, strings and non-integral values are refused."""
+    try:
+        items = tuple(values)  # type: ignore[arg-type]
+        ok = len(items) == 3 and not any(isinstance(v, bool | str | bytes) for v in items)
+        converted = tuple(operator.index(v) if kind is int else float(v) for v in items) if ok else ()
+    except (TypeError, ValueError):
+        converted = ()
+    if len(converted) != 3 or not all(v > 0 and math.isfinite(v) for v in converted):
+        raise ValueError(f"{name} must be {expected}, got {values!r}")
+    return converted
+
+
+def _check_normalization(value: object) -> None:
+    if value in NORMALIZATIONS[:2] or value == "none":
+        return
+    match = _BOUNDED.fullmatch(value) if isinstance(value, str) else None
+    if match is None or float(match["low"]) >= float(match["high"]):
+        raise ValueError(
+            f"normalization {value!r} is not supported; expected one of {', '.join(NORMALIZATIONS)} "
+            "(with numbers low < high, e.g. 'clip_scale:-175:250')"
+        )
 
 
 @dataclass(frozen=True)
@@ -34,7 +73,14 @@ class TaskContract:
         normalization: Intensity normalisation: ``"zscore_nonzero_channelwise"``, ``"zscore_channelwise"``,
             ``"clip_scale:<low>:<high>"`` (a CT window scaled to [0, 1]), ``"zscore_nonzero_rescale:<low>:<high>"``
             (z-score over non-zero voxels, then min-max to [low, high]) or ``"none"``.
-        label_scheme: Name of the label scheme (data set edition) the outputs map to, or ``None``.
+        label_scheme: The label scheme (data set edition) the outputs map to: a built-in name, a
+            :class:`~medseg_zoo.transforms.LabelScheme` (a data set's own, e.g. from its dataset.json), or
+            ``None`` (outputs are class indices or bare regions).
+
+    Raises:
+        ValueError: When a field is malformed or the fields contradict each other (a sigmoid contract needs a
+            region scheme whose regions are its outputs; a softmax contract a class scheme with one label per
+            output). Checked when the contract is made, so a bad one never reaches training or prediction.
     """
 
     in_channels: tuple[str, ...]
@@ -44,13 +90,62 @@ class TaskContract:
     spacing: tuple[float, float, float] | None = None
     orientation: str | None = "RAS"
     normalization: str = "zscore_nonzero_channelwise"
-    label_scheme: str | None = None
+    label_scheme: str | LabelScheme | None = None
 
     def __post_init__(self) -> None:
+        # Normalised to tuples of plain numbers, so contracts read from JSON or built from numpy values compare
+        # equal to the registry's.
+        for name in ("in_channels", "out_channels"):
+            names = getattr(self, name)
+            if isinstance(names, str) or not names or not all(isinstance(n, str) and n for n in names):
+                raise ValueError(f"{name} must be a non-empty sequence of channel names, got {names!r}")
+            if len(set(names)) != len(names):
+                raise ValueError(f"{name} names must be unique, got {tuple(names)!r}")
+            object.__setattr__(self, name, tuple(names))
         if self.activation not in ("sigmoid", "softmax"):
             raise ValueError(f"activation must be 'sigmoid' or 'softmax', got {self.activation!r}")
-        if len(self.roi_size) != 3 or any(int(s) <= 0 for s in self.roi_size):
-            raise ValueError(f"roi_size must be three positive integers, got {self.roi_size!r}")
+        object.__setattr__(self, "roi_size", _positive(self.roi_size, "roi_size", int, "three positive integers"))
+        if self.spacing is not None:
+            spacing = _positive(self.spacing, "spacing", float, "three positive voxel sizes in mm, or None")
+            object.__setattr__(self, "spacing", spacing)
+        if self.orientation is not None and (
+            not isinstance(self.orientation, str)
+            or len(self.orientation) != 3
+            or sorted({"R": "L", "A": "P", "S": "I"}.get(c, c) for c in self.orientation) != ["I", "L", "P"]
+        ):
+            raise ValueError(
+                f"orientation must be three axis codes such as 'RAS' or 'LPS', or None; got {self.orientation!r}"
+            )
+        _check_normalization(self.normalization)
+        if self.label_scheme is not None:
+            self._check_scheme()
+
+    def _check_scheme(self) -> None:
+        from medseg_zoo.transforms.labels import get_scheme  # transforms import this module
+
+        try:
+            scheme = get_scheme(self.label_scheme)
+        except KeyError as exc:
+            raise ValueError(str(exc.args[0])) from None
+        if scheme.exclusive:
+            fits = self.activation == "softmax" and len(scheme.channels) == len(self.out_channels)
+            wanted = f"softmax over {len(scheme.channels)} classes ({', '.join(scheme.channels)})"
+        else:
+            fits = self.activation == "sigmoid" and tuple(self.out_channels) == scheme.channels
+            wanted = f"sigmoid regions {', '.join(scheme.channels)}"
+        if not fits:
+            raise ValueError(
+                f"label scheme {scheme.name!r} needs {wanted}; the contract has {self.activation} outputs "
+                f"{', '.join(self.out_channels)}. Give outputs that fit the scheme, another label_scheme, or "
+                "label_scheme=None"
+            )
+
+    @property
+    def scheme(self) -> LabelScheme | None:
+        """The label scheme as an object (``None`` when the contract names none)."""
+        from medseg_zoo.transforms.labels import get_scheme
+
+        return get_scheme(self.label_scheme) if self.label_scheme is not None else None
 
 
 WeightFormat = Literal["safetensors", "monai-bundle", "self-attention-cv", "monai"]

@@ -6,18 +6,32 @@ import dataclasses
 import inspect
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from torch import nn
 
-from medseg_zoo._contract import ModelConfig, TaskContract
+from medseg_zoo._contract import Activation, ModelConfig, TaskContract
 from medseg_zoo._registry import get_config, list_models
 from medseg_zoo.errors import InvalidOverrideError, PretrainedUnavailableError
 
 __all__ = ["create_model"]
 
+if TYPE_CHECKING:
+    from medseg_zoo.transforms.labels import LabelScheme
+
 Channels = int | Sequence[str] | None
 _RESERVED = ("in_channels", "out_channels")
+
+
+class _Unset:
+    """Marks an argument that was not given (``None`` is a meaningful label scheme: none)."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET = _Unset()
 
 
 def create_model(
@@ -29,6 +43,8 @@ def create_model(
     cache_dir: str | os.PathLike | None = None,
     token: str | bool | None = None,
     local_files_only: bool = False,
+    activation: Activation | None = None,
+    label_scheme: str | LabelScheme | _Unset | None = _UNSET,
     **overrides: Any,
 ) -> nn.Module:
     """Build a registered model.
@@ -42,6 +58,12 @@ def create_model(
         cache_dir: Cache root for downloaded weights (default: the Hugging Face cache, ``$HF_HOME``).
         token: Hugging Face token for private repositories (default: the logged-in token, if any).
         local_files_only: Use only cached weights (as does ``HF_HUB_OFFLINE=1``).
+        activation: ``"sigmoid"`` (overlapping regions) or ``"softmax"`` (exclusive classes). By default the
+            configuration's while its outputs are kept, the label scheme's kind when one is given, and
+            ``"softmax"`` for new outputs.
+        label_scheme: The label scheme the outputs map to (a built-in name or a ``LabelScheme``); its channel
+            names name the outputs when ``out_channels`` is a count. By default the configuration's while its
+            outputs are kept, else ``None`` (labels are the class indices).
         **overrides: Constructor arguments replacing the configuration's (e.g. ``img_size``, ``dropout_rate``).
 
     Returns:
@@ -61,7 +83,7 @@ def create_model(
     _check_overrides(cfg, overrides)
     if pretrained and not cfg.has_weights:
         raise PretrainedUnavailableError(_unavailable_message(cfg))
-    contract = _resolve_contract(cfg, in_channels, out_channels, overrides)
+    contract = _resolve_contract(cfg, in_channels, out_channels, activation, label_scheme, overrides)
     args = {**cfg.model_args, **overrides}
     if cfg.roi_arg is not None:
         args[cfg.roi_arg] = contract.roi_size
@@ -97,13 +119,14 @@ def _channel_names(
     """Names for a channel argument: given names, the current ones for an unchanged count, else generic ones."""
     if value is None:
         return current
-    if isinstance(value, int) and not isinstance(value, bool):
+    if _is_count(value):
+        value = int(value)
         if value < 1:
             raise InvalidOverrideError(f"{name}: {what} must be at least 1, got {value}")
         if current is not None and len(current) == value:
             return current
         return tuple(f"{prefix}{i}" for i in range(value))
-    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+    if isinstance(value, str) or not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
         raise InvalidOverrideError(f"{name}: {what} must be a count or a sequence of names, got {value!r}")
     names = tuple(value)
     if not names or len(set(names)) != len(names):
@@ -112,9 +135,32 @@ def _channel_names(
 
 
 def _resolve_contract(
-    cfg: ModelConfig, in_channels: Channels, out_channels: Channels, overrides: dict[str, Any]
+    cfg: ModelConfig,
+    in_channels: Channels,
+    out_channels: Channels,
+    activation: Activation | None,
+    label_scheme: str | LabelScheme | _Unset | None,
+    overrides: dict[str, Any],
 ) -> TaskContract:
+    from medseg_zoo.transforms.labels import get_scheme
+
     base = cfg.contract
+    scheme = None
+    if label_scheme is not _UNSET and label_scheme is not None:
+        try:
+            scheme = get_scheme(label_scheme)
+        except KeyError as exc:
+            raise InvalidOverrideError(f"{cfg.name}: {exc.args[0]}") from None
+    if activation is not None and activation not in ("sigmoid", "softmax"):
+        raise InvalidOverrideError(f"{cfg.name}: activation must be 'sigmoid' or 'softmax', got {activation!r}")
+    if scheme is not None and (out_channels is None or _is_count(out_channels)):
+        # A count (or nothing) with a scheme: the scheme names the outputs.
+        if out_channels is not None and out_channels != len(scheme.channels):
+            raise InvalidOverrideError(
+                f"{cfg.name}: out_channels={out_channels} but label scheme {scheme.name!r} has "
+                f"{len(scheme.channels)} outputs ({', '.join(scheme.channels)})"
+            )
+        out_channels = scheme.channels
     ins = _channel_names(in_channels, base and base.in_channels, "channel_", "in_channels", cfg.name)
     outs = _channel_names(out_channels, base and base.out_channels, "class_", "out_channels", cfg.name)
     if ins is None or outs is None:
@@ -123,13 +169,35 @@ def _resolve_contract(
             f"{cfg.name} is a generic architecture: give {missing}, e.g. create_model({cfg.name!r}, "
             "in_channels=4, out_channels=3), or use a task configuration such as 'unetr_brats'"
         )
+    kept = base is not None and outs == base.out_channels
+    if label_scheme is _UNSET:
+        label_scheme = base.label_scheme if kept else None
+    if activation is None:
+        if scheme is not None:
+            activation = "softmax" if scheme.exclusive else "sigmoid"
+        else:
+            activation = base.activation if kept else "softmax"
     if base is None:
-        base = TaskContract(in_channels=ins, out_channels=outs, activation="softmax", roi_size=cfg.default_roi)
+        base = TaskContract(in_channels=ins, out_channels=outs, activation=activation, roi_size=cfg.default_roi)
     roi = base.roi_size
     if cfg.roi_arg is not None and cfg.roi_arg in overrides:
         value = overrides.pop(cfg.roi_arg)
-        roi = (value,) * 3 if isinstance(value, int) else tuple(value)
-    return dataclasses.replace(base, in_channels=ins, out_channels=outs, roi_size=roi)
+        roi = (value,) * 3 if _is_count(value) else value
+    try:
+        return dataclasses.replace(
+            base,
+            in_channels=ins,
+            out_channels=outs,
+            roi_size=roi,
+            activation=activation,
+            label_scheme=label_scheme,
+        )
+    except ValueError as exc:
+        raise InvalidOverrideError(f"{cfg.name}: {exc}") from None
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def _unavailable_message(cfg: ModelConfig) -> str:

@@ -21,7 +21,8 @@ from torch import nn
 from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource, config_of
 from medseg_zoo._registry import get_config
-from medseg_zoo.errors import MedsegZooError
+from medseg_zoo.errors import InvalidOverrideError, MedsegZooError
+from medseg_zoo.transforms.labels import LabelScheme
 
 __all__ = ["CheckpointError", "from_pretrained", "push_to_hub", "save_pretrained"]
 
@@ -165,11 +166,19 @@ def from_pretrained(
             raise CheckpointError(f"{path}: not found; a checkpoint folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
     try:
         info = json.loads(config_path.read_text())
-        contract = TaskContract(**{k: _tuples(v) for k, v in info["contract"].items()})
+        fields = {k: _tuples(v) for k, v in info["contract"].items()}
+        if isinstance(fields.get("label_scheme"), dict):  # a data set's own scheme, saved whole
+            fields["label_scheme"] = LabelScheme.from_dict(fields["label_scheme"])
+        contract = TaskContract(**fields)
         name, model_args = info["name"], {k: _tuples(v) for k, v in info["model_args"].items()}
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{config_path}: not a medseg-zoo config ({type(exc).__name__}: {exc})") from None
-    base = get_config(name)
+    if not isinstance(name, str):
+        raise CheckpointError(f"{config_path}: 'name' must be a registered model name, got {name!r}")
+    try:
+        base = get_config(name)
+    except KeyError as exc:
+        raise CheckpointError(f"{config_path}: {exc}") from None
     if base.architecture != info.get("architecture", base.architecture):
         raise CheckpointError(
             f"{config_path}: saved from {info['architecture']}, but {name!r} is now {base.architecture}"
@@ -177,12 +186,22 @@ def from_pretrained(
     from medseg_zoo._pretrained import fill_computed
 
     roi = {base.roi_arg: contract.roi_size} if base.roi_arg else {}
-    build = dict(in_channels=contract.in_channels, out_channels=contract.out_channels, **model_args, **roi)
+    build = dict(
+        in_channels=contract.in_channels,
+        out_channels=contract.out_channels,
+        activation=contract.activation,
+        label_scheme=contract.label_scheme,
+        **model_args,
+        **roi,
+    )
     try:
-        with torch.device("meta"):  # no throw-away random initialisation; the weights replace everything
+        try:
+            with torch.device("meta"):  # no throw-away random initialisation; the weights replace everything
+                model = create_model(name, **build)
+        except RuntimeError:  # networks that compute values while built (SwinUNETR) cannot be built on meta
             model = create_model(name, **build)
-    except RuntimeError:  # networks that compute values while built (SwinUNETR) cannot be built on meta
-        model = create_model(name, **build)
+    except InvalidOverrideError as exc:
+        raise CheckpointError(f"{config_path}: {exc}") from None
     try:
         state = load_file(weights_path, device=str(map_location))
     except (SafetensorError, OSError) as exc:

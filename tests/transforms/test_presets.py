@@ -88,15 +88,22 @@ def test_data_scheme_other_than_the_contract(tmp_path, psr_case):
     torch.testing.assert_close(a, b)
 
 
-def test_scheme_must_give_the_model_outputs():
-    contract = dataclasses.replace(CONTRACT, out_channels=("WT", "TC", "ET"))
-    with pytest.raises(ValueError, match=r"gives regions \('TC', 'WT', 'ET'\), the model outputs \('WT', 'TC', 'ET'\)"):
-        training_transforms(contract)
+def test_a_contract_whose_scheme_contradicts_its_outputs_is_refused_when_made():
+    with pytest.raises(
+        ValueError, match=r"'msd_task01' needs sigmoid regions TC, WT, ET; the contract has sigmoid outputs WT"
+    ):
+        dataclasses.replace(CONTRACT, out_channels=("WT", "TC", "ET"))
 
 
-def test_unknown_normalization():
-    with pytest.raises(ValueError, match="unknown normalization 'minmax'; supported: zscore_nonzero_channelwise"):
-        inference_transforms(dataclasses.replace(CONTRACT, normalization="minmax"))
+@pytest.mark.parametrize("build", [training_transforms, validation_transforms])
+def test_data_labels_must_give_the_model_outputs(build):
+    with pytest.raises(ValueError, match=r"labels do not give the model's outputs: label scheme 'btcv' needs softmax"):
+        build(CONTRACT, label_scheme="btcv")
+
+
+def test_unknown_normalization_is_refused_when_the_contract_is_made():
+    with pytest.raises(ValueError, match="normalization 'minmax' is not supported; expected one of zscore_nonzero"):
+        dataclasses.replace(CONTRACT, normalization="minmax")
 
 
 def test_pipelines_read_the_contract_from_the_model():
@@ -136,8 +143,8 @@ def test_ct_window_normalization(tmp_path):
     nib.save(nib.Nifti1Image(ct, np.eye(4)), tmp_path / "ct.nii.gz")
     out = inference_transforms(contract)({"image": str(tmp_path / "ct.nii.gz")})["image"]
     np.testing.assert_allclose(out.numpy().ravel(), [0, 0, 0.5, 1, 1], atol=1e-6)
-    with pytest.raises(ValueError, match=r"expected clip_scale:<low>:<high>"):
-        inference_transforms(dataclasses.replace(contract, normalization="clip_scale:-57"))
+    with pytest.raises(ValueError, match=r"normalization 'clip_scale:-57' is not supported; expected one of"):
+        dataclasses.replace(contract, normalization="clip_scale:-57")
 
 
 def test_zscore_then_rescale_normalization(tmp_path):

@@ -14,6 +14,7 @@ from medseg_zoo.transforms.labels import (
 )
 from medseg_zoo.transforms.presets import (
     cached_dataset,
+    data_scheme,
     inference_transforms,
     preprocessing_key,
     preprocessing_transforms,
@@ -28,6 +29,7 @@ __all__ = [
     "RegionsToLabelsd",
     "SeparableSpacingd",
     "cached_dataset",
+    "data_scheme",
     "get_scheme",
     "inference_transforms",
     "labels_to_regions",

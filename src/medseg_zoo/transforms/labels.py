@@ -68,6 +68,17 @@ class LabelScheme:
                 f"every foreground label; got {dict(self.regions)}"
             )
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelScheme:
+        """The inverse of ``dataclasses.asdict`` after a JSON round trip (label values come back as strings)."""
+        regions = data.get("regions")
+        return cls(
+            name=str(data["name"]),
+            edition=str(data["edition"]),
+            labels={int(v): str(n) for v, n in data["labels"].items()},
+            regions={str(k): tuple(int(v) for v in vs) for k, vs in regions.items()} if regions else None,
+        )
+
     @property
     def exclusive(self) -> bool:
         """True for exclusive classes (softmax), False for overlapping regions (sigmoid)."""

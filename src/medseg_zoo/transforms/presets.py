@@ -28,6 +28,7 @@ from monai.transforms import (
     MapTransform,
     NormalizeIntensityd,
     Orientationd,
+    RandCropByPosNegLabeld,
     RandFlipd,
     RandScaleIntensityd,
     RandShiftIntensityd,
@@ -43,8 +44,8 @@ from medseg_zoo.transforms.labels import LabelScheme, LabelsToRegionsd, get_sche
 from medseg_zoo.transforms.resample import SeparableSpacingd
 
 __all__ = [
-    "NORMALIZATIONS",
     "cached_dataset",
+    "data_scheme",
     "inference_transforms",
     "preprocessing_key",
     "preprocessing_transforms",
@@ -53,13 +54,6 @@ __all__ = [
 ]
 
 IMAGE, LABEL = "image", "label"
-NORMALIZATIONS = (
-    "zscore_nonzero_channelwise",
-    "zscore_channelwise",
-    "clip_scale:<low>:<high>",
-    "zscore_nonzero_rescale:<low>:<high>",
-    "none",
-)
 
 
 def _contract(source: TaskContract | nn.Module) -> TaskContract:
@@ -69,23 +63,18 @@ def _contract(source: TaskContract | nn.Module) -> TaskContract:
 
 
 def _normalize(contract: TaskContract) -> list[MapTransform]:
+    """The contract's intensity normalisation (its value was checked when the contract was made)."""
     if contract.normalization == "zscore_nonzero_channelwise":
         return [NormalizeIntensityd(IMAGE, nonzero=True, channel_wise=True)]
     if contract.normalization == "zscore_channelwise":
         return [NormalizeIntensityd(IMAGE, nonzero=False, channel_wise=True)]
     if contract.normalization == "none":
         return []
-    kind, _, bounds = contract.normalization.partition(":")
-    if kind in ("clip_scale", "zscore_nonzero_rescale"):
-        try:
-            low, high = (float(b) for b in bounds.split(":"))
-        except ValueError:
-            raise ValueError(f"normalization {contract.normalization!r}: expected {kind}:<low>:<high>") from None
-        if kind == "clip_scale":  # CT windows: clip to [low, high], scale to [0, 1]
-            return [ScaleIntensityRanged(IMAGE, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)]
-        # z-score over non-zero voxels, then the volume's min-max range to [low, high] (MONAI wholeBody_ct)
-        return [NormalizeIntensityd(IMAGE, nonzero=True), ScaleIntensityd(IMAGE, minv=low, maxv=high)]
-    raise ValueError(f"unknown normalization {contract.normalization!r}; supported: {', '.join(NORMALIZATIONS)}")
+    kind, low, high = contract.normalization.split(":")
+    if kind == "clip_scale":  # CT windows: clip to [low, high], scale to [0, 1]
+        return [ScaleIntensityRanged(IMAGE, a_min=float(low), a_max=float(high), b_min=0.0, b_max=1.0, clip=True)]
+    # z-score over non-zero voxels, then the volume's min-max range to [low, high] (MONAI wholeBody_ct)
+    return [NormalizeIntensityd(IMAGE, nonzero=True), ScaleIntensityd(IMAGE, minv=float(low), maxv=float(high))]
 
 
 def preprocessing_transforms(
@@ -115,32 +104,63 @@ def preprocessing_transforms(
         steps.append(SeparableSpacingd(keys, pixdim=contract.spacing, mode=["bilinear", "nearest"][: len(keys)]))
     steps += _normalize(contract)
     if with_label:
-        scheme = get_scheme(label_scheme or contract.label_scheme) if (label_scheme or contract.label_scheme) else None
-        if scheme is None:
-            raise ValueError("the contract names no label scheme: pass label_scheme for the data's label maps")
-        if not scheme.exclusive:
-            if scheme.channels != contract.out_channels:
-                raise ValueError(
-                    f"label scheme {scheme.name!r} gives regions {scheme.channels}, the model outputs "
-                    f"{contract.out_channels}"
-                )
-            steps.append(LabelsToRegionsd(LABEL, scheme))
+        steps.append(LabelsToRegionsd(LABEL, data_scheme(contract, label_scheme)))
     return steps
 
 
-def training_transforms(source: TaskContract | nn.Module, *, label_scheme: str | LabelScheme | None = None) -> Compose:
-    """The seed's training pipeline: prefix, pad to the roi, random roi crop, flip along the first axis, random
-    intensity scale and shift (0.1)."""
+def data_scheme(source: TaskContract | nn.Module, label_scheme: str | LabelScheme | None = None) -> LabelScheme:
+    """The scheme of the data's label maps (``label_scheme``, else the contract's), checked to give the model's
+    outputs: the same regions for sigmoid outputs, one class per output for softmax outputs.
+
+    Raises:
+        ValueError: If neither names a scheme, or the scheme's labels do not give the model's outputs.
+    """
+    contract = _contract(source)
+    name = label_scheme if label_scheme is not None else contract.label_scheme
+    if name is None:
+        raise ValueError("the contract names no label scheme: pass label_scheme for the data's label maps")
+    scheme = get_scheme(name)
+    try:
+        dataclasses.replace(contract, label_scheme=scheme)  # the contract's own consistency rule
+    except ValueError as exc:
+        raise ValueError(f"the data's labels do not give the model's outputs: {exc}") from None
+    return scheme
+
+
+def training_transforms(
+    source: TaskContract | nn.Module,
+    *,
+    label_scheme: str | LabelScheme | None = None,
+    foreground_ratio: float = 0.0,
+) -> Compose:
+    """The seed tutorial's training pipeline: the deterministic prefix, pad to the roi, a random roi crop, a flip
+    along the first axis (p=0.5), random intensity scale and shift by up to 0.1 (each p=0.5).
+
+    Args:
+        source: The model or its contract.
+        label_scheme: The scheme of the data's label maps; defaults to the contract's.
+        foreground_ratio: Fraction of crops centred on a labelled voxel (nnU-Net oversamples a third); 0 gives
+            the tutorial's uniform crops.
+    """
     contract = _contract(source)
     keys = [IMAGE, LABEL]
+    if not 0 <= foreground_ratio <= 1:
+        raise ValueError(f"foreground_ratio must be in [0, 1], got {foreground_ratio}")
+    crop = (
+        RandCropByPosNegLabeld(
+            keys, LABEL, contract.roi_size, pos=foreground_ratio, neg=1 - foreground_ratio, num_samples=1
+        )
+        if foreground_ratio
+        else RandSpatialCropd(keys, roi_size=contract.roi_size, random_size=False)
+    )
     return Compose(
         [
             *preprocessing_transforms(contract, label_scheme=label_scheme),
             SpatialPadd(keys, spatial_size=contract.roi_size),
-            RandSpatialCropd(keys, roi_size=contract.roi_size, random_size=False),
+            crop,
             RandFlipd(keys, prob=0.5, spatial_axis=0),
-            RandScaleIntensityd(IMAGE, factors=0.1, prob=1.0),
-            RandShiftIntensityd(IMAGE, offsets=0.1, prob=1.0),
+            RandScaleIntensityd(IMAGE, factors=0.1, prob=0.5),
+            RandShiftIntensityd(IMAGE, offsets=0.1, prob=0.5),
         ]
     )
 
@@ -169,14 +189,14 @@ def inference_transforms(source: TaskContract | nn.Module) -> Compose:
 def preprocessing_key(source: TaskContract | nn.Module, label_scheme: str | LabelScheme | None = None) -> str:
     """A short hash of everything the deterministic prefix depends on, to key a preprocessing cache."""
     contract = _contract(source)
-    name = label_scheme or contract.label_scheme
-    scheme = get_scheme(name) if name else None
+    name = label_scheme if label_scheme is not None else contract.label_scheme
+    scheme = get_scheme(name) if name is not None else None
     config = {
         "orientation": contract.orientation,
         "spacing": contract.spacing,
         "normalization": contract.normalization,
         "scheme": dataclasses.asdict(scheme) if scheme else None,
-        "format": 2,  # bump when the prefix itself changes
+        "format": 3,  # bump when the prefix itself changes
     }
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
