@@ -19,7 +19,7 @@ from torch import nn
 if TYPE_CHECKING:
     from medseg_zoo.transforms.labels import LabelScheme
 
-__all__ = ["NORMALIZATIONS", "ModelConfig", "TaskContract", "WeightSource", "config_of"]
+__all__ = ["NORMALIZATIONS", "ModelConfig", "TaskContract", "WeightSource", "channel_order", "config_of", "is_generic"]
 
 Activation = Literal["sigmoid", "softmax"]
 NORMALIZATIONS = (
@@ -31,6 +31,30 @@ NORMALIZATIONS = (
 )
 _NUMBER = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
 _BOUNDED = re.compile(rf"(clip_scale|zscore_nonzero_rescale):(?P<low>{_NUMBER}):(?P<high>{_NUMBER})")
+
+
+# Names data sets give the same MRI sequence (BraTS, MSD, MONAI bundles, nnU-Net data sets).
+_CHANNEL_ALIASES = {"t1": "t1w", "t1c": "t1gd", "t1ce": "t1gd", "t1gad": "t1gd", "t1post": "t1gd", "t2": "t2w"}
+_CHANNEL_ALIASES |= {"t2flair": "flair", "t2f": "flair", "t1n": "t1w", "t2w": "t2w", "ct": "ct"}
+
+
+def _channel_key(name: str) -> str:
+    key = re.sub(r"[\s_\-+]", "", name.lower())
+    return _CHANNEL_ALIASES.get(key, key)
+
+
+def is_generic(names: tuple[str, ...]) -> bool:
+    """Whether channel names are placeholders (``channel_0``, ...) rather than what the channels hold."""
+    return all(re.fullmatch(r"channel_\d+", n) for n in names)
+
+
+def channel_order(source: tuple[str, ...], target: tuple[str, ...]) -> list[int] | None:
+    """Indices into ``source`` that give ``target``'s channels, when both name the same channels (``T1c`` and
+    ``T1gd``, ``T1`` and ``T1w``, ``T2`` and ``T2w`` count as one); ``None`` when they do not."""
+    keys, wanted = [_channel_key(n) for n in source], [_channel_key(n) for n in target]
+    if sorted(keys) != sorted(wanted) or len(set(keys)) != len(keys):
+        return None
+    return [keys.index(k) for k in wanted]
 
 
 def _positive(values: object, name: str, kind: type, expected: str) -> tuple:
@@ -212,6 +236,9 @@ class ModelConfig:
         tiny_args: Constructor arguments that shrink the network for fast tests (roi included, via ``roi_arg``).
         stem: Parameters that read the input channels (dimension 1), adapted when ``in_channels`` changes.
         head: Prefixes of the parameters that write the outputs, re-initialised when ``out_channels`` changes.
+        encoder: Prefixes of the encoder's parameters (held by ``freeze_encoder_epochs`` when fine-tuning).
+        encoder_blocks: Regular expression whose first group numbers the encoder's blocks in its parameter
+            names, in depth order (for layer-wise learning-rate decay).
     """
 
     name: str
@@ -228,6 +255,8 @@ class ModelConfig:
     tiny_args: Mapping[str, Any] = field(default_factory=dict)
     stem: tuple[str, ...] = ()
     head: tuple[str, ...] = ()
+    encoder: tuple[str, ...] = ()
+    encoder_blocks: str | None = None
 
     @property
     def architecture(self) -> str:
@@ -245,7 +274,7 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable view (the builder by its qualified name)."""
-        skip = {"builder", "tiny_args", "stem", "head"}
+        skip = {"builder", "tiny_args", "stem", "head", "encoder", "encoder_blocks"}
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         out["architecture"] = self.architecture
         out["contract"] = dataclasses.asdict(self.contract) if self.contract else None

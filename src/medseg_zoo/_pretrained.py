@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medseg_zoo._atomic import atomic_write
-from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
+from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource, channel_order
 from medseg_zoo._download import WeightsError, cache_root, evict, fetch, record_hash
 
 __all__ = ["LoadReport", "fill_computed", "is_computed", "load_pretrained", "read_checkpoint"]
@@ -32,18 +32,20 @@ class LoadReport:
     Attributes:
         source: Where they came from.
         adapted: Stem parameters adapted to another number of input channels.
+        reordered: Stem parameters whose input channels were permuted to the requested order.
         reinitialized: Head parameters left at their fresh initialisation (other outputs).
         interpolated: Position embeddings resized to another roi.
     """
 
     source: str
     adapted: list[str] = field(default_factory=list)
+    reordered: list[str] = field(default_factory=list)
     reinitialized: list[str] = field(default_factory=list)
     interpolated: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         parts = [f"loaded {self.source}"]
-        for name in ("adapted", "reinitialized", "interpolated"):
+        for name in ("adapted", "reordered", "reinitialized", "interpolated"):
             keys = getattr(self, name)
             if keys:
                 parts.append(f"{name}: {', '.join(keys)}")
@@ -117,6 +119,14 @@ def _adapt_stem(weight: torch.Tensor, old: int, new: int) -> torch.Tensor:
     return (weight.sum(dim=1, keepdim=True) / new).expand(-1, new, *weight.shape[2:]).contiguous()
 
 
+def _reorder_stem(weight: torch.Tensor, order: list[int]) -> torch.Tensor:
+    """The input channels of a stem weight permuted: new channel ``i`` reads old channel ``order[i]``."""
+    if weight.ndim == 2:  # linear patch embedding, patches flattened as (p1 p2 p3 c)
+        per_channel = rearrange(weight, "o (p c) -> o c p", c=len(order))
+        return rearrange(per_channel[:, order], "o c p -> o (p c)").contiguous()
+    return weight[:, order].contiguous()
+
+
 def _interpolate_pos(pos: torch.Tensor, old_grid: tuple[int, ...], new_grid: tuple[int, ...]) -> torch.Tensor:
     grid = rearrange(pos, "1 (d h w) e -> 1 e d h w", d=old_grid[0], h=old_grid[1], w=old_grid[2])
     grid = F.interpolate(grid, size=new_grid, mode="trilinear", align_corners=False)
@@ -163,11 +173,17 @@ def load_pretrained(
     base = cfg.contract
     report = LoadReport(f"{source.location} (sha256 {sha256[:12]})")
     target = model.state_dict()
+    order = channel_order(base.in_channels, contract.in_channels)
     if len(contract.in_channels) != len(base.in_channels):
         for key in cfg.stem:
             if key in state:
                 state[key] = _adapt_stem(state[key], len(base.in_channels), len(contract.in_channels))
                 report.adapted.append(key)
+    elif order is not None and order != list(range(len(order))):  # the same channels named in another order
+        for key in cfg.stem:
+            if key in state:
+                state[key] = _reorder_stem(state[key], order)
+                report.reordered.append(key)
     if contract.out_channels != base.out_channels:
         for key in [k for k in state if k.startswith(cfg.head)]:
             state[key] = target[key]

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["InvalidOverrideError", "MedsegZooError", "PretrainedUnavailableError", "UnknownModelError"]
+__all__ = [
+    "DeviceError",
+    "InvalidOverrideError",
+    "MedsegZooError",
+    "PretrainedUnavailableError",
+    "TrainingError",
+    "UnknownModelError",
+]
 
 
 class MedsegZooError(Exception):
@@ -22,3 +29,11 @@ class InvalidOverrideError(MedsegZooError, TypeError):
 
 class PretrainedUnavailableError(MedsegZooError, RuntimeError):
     """`pretrained=True` for a configuration that has no published weights."""
+
+
+class DeviceError(MedsegZooError, ValueError):
+    """A device that does not exist on this machine, or a precision it cannot run."""
+
+
+class TrainingError(MedsegZooError, RuntimeError):
+    """Training cannot start or go on: bad data or settings, a run folder in the way, a NaN loss."""

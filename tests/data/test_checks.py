@@ -1,3 +1,4 @@
+import dataclasses
 import gzip
 import json
 import shutil
@@ -7,10 +8,11 @@ import numpy as np
 import pytest
 
 from medseg_zoo.data import DataCheckError, check_dataset, discover
+from medseg_zoo.models.unetr import BRATS_MSD_CONTRACT
 
 
 def test_clean_data_set_passes(msd_dataset):
-    report = check_dataset(discover(msd_dataset), in_channels=("FLAIR", "T1w", "T1gd", "T2w"))
+    report = check_dataset(discover(msd_dataset), BRATS_MSD_CONTRACT)
     assert report.ok and not report.problems
     assert "no problems found" in str(report)
     report.raise_for_errors()
@@ -62,10 +64,10 @@ def broken(msd_dataset, tmp_path):
 
 
 def test_every_problem_is_reported(broken):
-    report = check_dataset(discover(broken), in_channels=3)
+    report = check_dataset(discover(broken), dataclasses.replace(BRATS_MSD_CONTRACT, in_channels=("a", "b", "c")))
     text = str(report)
     expected = [
-        "error: (data set): 4 channels (FLAIR, T1w, T1gd, T2w), the model expects 3",
+        "error: (data set): the data has 4 channel(s) (FLAIR, T1w, T1gd, T2w), the model reads 3 (a, b, c)",
         "BRATS_000.nii.gz: label values [5] are not in scheme 'msd_task01'",
         "BRATS_001.nii.gz: label affine differs from the image's (max difference 2 mm)",
         "BRATS_002.nii.gz: 1 NaN/inf voxel(s)",

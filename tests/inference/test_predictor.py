@@ -5,6 +5,7 @@ import torch
 
 import medseg_zoo as mz
 from medseg_zoo import InputError, Predictor, predict
+from medseg_zoo.errors import DeviceError
 from tests.inference.conftest import echo_input, make_echo, nested_label_map, write
 
 AFFINES = {
@@ -184,9 +185,19 @@ def test_array_input_shape_error(echo):
         predict(echo, (np.zeros((3, 8, 8, 8)), np.eye(4)))
 
 
-def test_bad_options(echo):
-    with pytest.raises(ValueError, match=r"overlap must be in \[0, 1\), got 1.0"):
-        Predictor(echo, overlap=1.0)
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"overlap": 1.0}, ValueError, r"overlap must be a number in \[0, 1\), got 1.0"),
+        ({"sw_batch_size": 0}, ValueError, r"sw_batch_size must be a positive integer, got 0"),
+        ({"device": "gpu"}, DeviceError, r"unknown device 'gpu'.*expected auto, cpu, cuda or cuda:N"),
+        ({"device": "cuda:7"}, DeviceError, r"device 'cuda:7' is not available: this machine has cpu and"),
+        ({"amp": "fp8"}, DeviceError, r"unknown mixed-precision mode 'fp8'"),
+    ],
+)
+def test_bad_options(echo, options, error, message):
+    with pytest.raises(error, match=message):
+        Predictor(echo, **options)
 
 
 def test_model_grid_decisions_for_large_volumes(tmp_path, monkeypatch):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import nibabel as nib
 import numpy as np
+from torch import nn
 
+from medseg_zoo._contract import TaskContract, channel_order, config_of, is_generic
 from medseg_zoo.data.discovery import Case, DataSet
 from medseg_zoo.transforms.labels import LabelScheme
 
@@ -146,33 +147,89 @@ def _check_case(case: Case, ds: DataSet, scheme: LabelScheme, problems: list[Pro
             problems.append(Problem(case.name, case.label, "label map is empty (background only)", "warning"))
 
 
+def _compare_channels(dataset: DataSet, names: tuple[str, ...]) -> Problem | None:
+    """The data's channels against the model's: count, then names and order where both name them."""
+    data = dataset.channels
+    listed = f"{', '.join(data)}"
+    if len(data) != len(names):
+        return Problem(
+            "(data set)",
+            None,
+            f"the data has {len(data)} channel(s) ({listed}), the model reads {len(names)} ({', '.join(names)}); "
+            f"make a model for the data's channels: create_model(..., in_channels={list(data)}) (medseg-zoo "
+            f"train --in-channels {','.join(data)}); a pretrained stem is adapted",
+        )
+    if is_generic(data) or is_generic(names) or [channel_order(data, names)] == [list(range(len(data)))]:
+        return None
+    if channel_order(data, names) is not None:
+        return Problem(
+            "(data set)",
+            None,
+            f"the data's channels are {listed}, the model reads {', '.join(names)}: the same channels in another "
+            f"order. Reorder the model to the data: create_model(..., in_channels={list(data)}) (medseg-zoo train "
+            f"--in-channels {','.join(data)}) permutes a pretrained stem",
+        )
+    return Problem(
+        "(data set)",
+        None,
+        f"the data's channels are {listed}, the model reads {', '.join(names)}; if they hold other images, make a "
+        f"model for them: create_model(..., in_channels={list(data)})",
+        "warning",
+    )
+
+
+def _compare_labels(dataset: DataSet, contract: TaskContract) -> Problem | None:
+    """The data's label scheme against the model's outputs and label scheme."""
+    from medseg_zoo.transforms.presets import data_scheme
+
+    data = dataset.scheme
+    values = ", ".join(map(str, sorted(data.labels)))
+    try:
+        data_scheme(contract, data)
+    except ValueError as exc:
+        how = "sigmoid regions" if not data.exclusive else "softmax classes"
+        return Problem(
+            "(data set)",
+            None,
+            f"{exc}. Make a model for the data's labels: create_model(..., out_channels={len(data.channels)}, "
+            f"label_scheme=...) with the data's scheme ({data.name}: {how} {', '.join(data.channels)}); its head "
+            "is re-initialised",
+        )
+    model = contract.scheme
+    if model is None or (model.labels == data.labels and model.regions == data.regions):
+        return None
+    return Problem(
+        "(data set)",
+        None,
+        f"the model writes labels of scheme {model.name!r} (values {', '.join(map(str, sorted(model.labels)))}), the "
+        f"data's are {data.name!r} ({values}). Training converts the data's labels to the outputs "
+        f"{', '.join(contract.out_channels)} and the fine-tuned model writes the data's values; the model as it is "
+        f"writes {model.name!r} values",
+        "warning",
+    )
+
+
 def check_dataset(
-    dataset: DataSet, *, in_channels: int | Sequence[str] | None = None, scheme: LabelScheme | None = None
+    dataset: DataSet, model: TaskContract | nn.Module | None = None, *, scheme: LabelScheme | None = None
 ) -> CheckReport:
     """Check every case of a data set; nothing is raised, every problem goes into the report.
 
-    Checks: files readable (not truncated), channel count against the data set and the model, image/label shape
-    and affine agreement (within 1e-3 mm), NaN/inf voxels, label values against the scheme, empty label maps
-    (a warning).
+    Checks: files readable (not truncated), channel count, image/label shape and affine agreement (within
+    1e-3 mm), NaN/inf voxels, label values against the scheme, empty label maps (a warning). With a model (or its
+    contract): the data's channels against the model's (count; names and order where both name them) and the
+    data's labels against the model's outputs and label scheme, each with the fix.
 
     Args:
         dataset: From :func:`medseg_zoo.data.discover`.
-        in_channels: The model's input channels (count or names), e.g. ``model.pretrained_cfg.contract.in_channels``.
-        scheme: Label scheme to check against; defaults to the data set's.
+        model: A zoo model or a ``TaskContract`` the data is meant for.
+        scheme: Label scheme to check the label values against; defaults to the data set's.
     """
     report = CheckReport(dataset)
-    if in_channels is not None:
-        expected = in_channels if isinstance(in_channels, int) else len(in_channels)
-        if expected != len(dataset.channels):
-            names = "" if isinstance(in_channels, int) else f" ({', '.join(in_channels)})"
-            report.problems.append(
-                Problem(
-                    "(data set)",
-                    None,
-                    f"{len(dataset.channels)} channels ({', '.join(dataset.channels)}), "
-                    f"the model expects {expected}{names}",
-                )
-            )
+    if model is not None:
+        contract = model if isinstance(model, TaskContract) else config_of(model).contract
+        for problem in (_compare_channels(dataset, contract.in_channels), _compare_labels(dataset, contract)):
+            if problem is not None:
+                report.problems.append(problem)
     if not dataset.cases:
         report.problems.append(Problem("(data set)", None, "no cases found"))
     for case in dataset.cases:

@@ -17,6 +17,7 @@ from monai.transforms import Compose
 from torch import nn
 
 from medseg_zoo._contract import config_of
+from medseg_zoo._device import amp_dtype, resolve_device
 from medseg_zoo.inference.io import Inputs, Volume, load_volume, save_nifti
 from medseg_zoo.inference.sliding import sliding_window_stream
 from medseg_zoo.transforms.labels import get_scheme, regions_to_labels
@@ -28,12 +29,6 @@ __all__ = ["Predictor", "predict"]
 Output = Literal["labels", "probabilities", "regions"]
 CHANNEL_CHUNK = 2  # probability channels resampled to the input grid at a time: bounds memory for many classes
 PROBABILITY_BUDGET = 1 << 30  # bytes of model-grid probabilities; above, labels are decided on the model grid
-
-
-def _bf16_supported_on_cpu() -> bool:
-    """Native bf16 arithmetic (AVX512-BF16 or AMX); elsewhere bf16 autocast is emulated and slower."""
-    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
-    return any(check is not None and check() for check in checks)
 
 
 class Predictor:
@@ -49,8 +44,9 @@ class Predictor:
             0.33 s against 0.38 s with 2 for ``unetr_brats`` in bf16, the same in fp32).
         tta: Average over the 8 flips of the three spatial axes (8x the time).
         amp: Mixed precision: ``None`` picks bf16 on CUDA and on CPUs with native bf16, else off; ``True``
-            or ``False`` force it. bf16 can flip labels where a probability lies within ~0.01 of the decision
-            (measured in ``docs/benchmarks.md``); pass ``False`` for fp32 results.
+            or ``False`` force it; ``"bf16"`` / ``"fp16"`` pick the type. bf16 can flip labels where a
+            probability lies within ~0.01 of the decision (measured in ``docs/benchmarks.md``); pass ``False``
+            for fp32 results.
         aggregation_device: Where overlapping window outputs are blended (default: ``device``; ``"cpu"``
             saves GPU memory on large volumes). The blending buffer is one roi thick whatever the volume's depth.
         progress: Show a progress bar over windows.
@@ -65,7 +61,7 @@ class Predictor:
         blend: Literal["gaussian", "constant"] = "gaussian",
         sw_batch_size: int = 1,
         tta: bool = False,
-        amp: bool | None = None,
+        amp: bool | str | None = None,
         aggregation_device: str | torch.device | None = None,
         progress: bool = False,
     ) -> None:
@@ -80,14 +76,14 @@ class Predictor:
                     f"ensemble members must share a contract (channels, outputs, roi, spacing, orientation, "
                     f"normalisation, labels); got {self.contract} and {c}"
                 )
-        if not 0 <= overlap < 1:
-            raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+        if isinstance(overlap, bool) or not isinstance(overlap, int | float) or not 0 <= overlap < 1:
+            raise ValueError(f"overlap must be a number in [0, 1), got {overlap!r}")
         if blend not in ("gaussian", "constant"):
             raise ValueError(f"blend must be 'gaussian' or 'constant', got {blend!r}")
-        self.device = (
-            torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
-        )
-        self.aggregation_device = torch.device(aggregation_device) if aggregation_device else self.device
+        if isinstance(sw_batch_size, bool) or not isinstance(sw_batch_size, int) or sw_batch_size < 1:
+            raise ValueError(f"sw_batch_size must be a positive integer, got {sw_batch_size!r}")
+        self.device = resolve_device(device)
+        self.aggregation_device = resolve_device(aggregation_device) if aggregation_device else self.device
         self.overlap, self.blend, self.sw_batch_size, self.tta, self.progress = (
             overlap,
             blend,
@@ -95,13 +91,7 @@ class Predictor:
             tta,
             progress,
         )
-        if amp is None:
-            amp = self.device.type == "cuda" or (self.device.type == "cpu" and _bf16_supported_on_cpu())
-        self.amp_dtype = (
-            (torch.bfloat16 if self.device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16)
-            if amp
-            else None
-        )
+        self.amp_dtype = amp_dtype(self.device, amp, cpu_auto=True)
         for model in self.models:
             model.to(self.device).eval()
         self.preprocess = Compose(preprocessing_transforms(self.contract, with_label=False, load=False))
@@ -153,6 +143,14 @@ class Predictor:
             progress=self.progress,
         )
 
+    @torch.inference_mode()
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``(C, X, Y, Z)`` float32 on the model grid of a preprocessed ``(1, C_in, X, Y, Z)`` tensor
+        (sliding windows, flips and ensemble members averaged), on the CPU."""
+        probs = torch.empty((len(self.contract.out_channels), *x.shape[2:]), dtype=torch.float32)
+        self._stream(x, lambda p, s: probs[..., s].copy_(p))
+        return probs
+
     def _invert(self, pre: MetaTensor, data: torch.Tensor, volume: Volume, nearest: bool) -> np.ndarray:
         """Model-grid ``(C, ...)`` data back on the input grid (the inverse of reorientation and resampling).
 
@@ -191,8 +189,7 @@ class Predictor:
             back = self._invert(pre, decided, volume, nearest=True).astype(np.uint8)
             return self._finish(back if sigmoid else back[0], output, n)
 
-        probs = torch.empty((n, *grid), dtype=torch.float32)
-        self._stream(x, lambda p, s: probs[..., s].copy_(p))
+        probs = self.probabilities(x)
         chunks = [slice(i, min(i + CHANNEL_CHUNK, n)) for i in range(0, n, CHANNEL_CHUNK)]
         if output == "probabilities":
             out = np.empty((*spatial, n), dtype=np.float32)

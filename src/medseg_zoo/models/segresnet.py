@@ -15,6 +15,7 @@ _PAPER = "Myronenko, 3D MRI brain tumor segmentation using autoencoder regulariz
 _TINY = {"init_filters": 8, "blocks_down": (1, 1), "blocks_up": (1,)}
 _STEM = ("convInit.conv.weight",)
 _HEAD = ("conv_final.2.",)
+_ENCODER = {"encoder": ("convInit.", "down_layers."), "encoder_blocks": r"down_layers\.(\d+)\."}
 
 register_model(
     ModelConfig(
@@ -66,6 +67,7 @@ register_model(
         tiny_args=_TINY,
         stem=_STEM,
         head=_HEAD,
+        **_ENCODER,
     )
 )
 
@@ -112,6 +114,7 @@ register_model(
         tiny_args=_TINY,
         stem=_STEM,
         head=_HEAD,
+        **_ENCODER,
     )
 )
 
@@ -126,5 +129,6 @@ register_model(
         tiny_args=_TINY,
         stem=_STEM,
         head=_HEAD,
+        **_ENCODER,
     )
 )

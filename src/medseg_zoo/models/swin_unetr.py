@@ -21,6 +21,7 @@ _ARGS = {"feature_size": 48, "downsample": "merging", "use_v2": False}
 _TINY = {"feature_size": 12, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)}
 _STEM = ("swinViT.patch_embed.proj.weight", "encoder1.layer.conv1.conv.weight", "encoder1.layer.conv3.conv.weight")
 _HEAD = ("out.",)
+_ENCODER = {"encoder": ("swinViT.",), "encoder_blocks": r"swinViT\.layers(\d+)\."}
 
 register_model(
     ModelConfig(
@@ -54,6 +55,7 @@ register_model(
         tiny_args=_TINY,
         stem=_STEM,
         head=_HEAD,
+        **_ENCODER,
     )
 )
 
@@ -68,5 +70,6 @@ register_model(
         tiny_args=_TINY,
         stem=_STEM,
         head=_HEAD,
+        **_ENCODER,
     )
 )

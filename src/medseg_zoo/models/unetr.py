@@ -174,6 +174,7 @@ BTCV_CT_CONTRACT = TaskContract(
 )
 _STEM = ("stem.conv1.conv.weight", "stem.shortcut.conv.weight", "patch_embed.proj.weight")
 _HEAD = ("head.",)
+_ENCODER = {"encoder": ("patch_embed.", "encoder."), "encoder_blocks": r"encoder\.blocks\.(\d+)\."}
 
 # Tiny widths for tests: same code paths (conv_block, final_norm, biases) at a fraction of the cost.
 _TINY = {"img_size": (32, 32, 16), "feature_size": 4, "hidden_size": 32, "mlp_dim": 64, "num_heads": 4}
@@ -217,6 +218,7 @@ register_model(
         tiny_args={**_TINY, "dim_head": 6},
         stem=_STEM,
         head=_HEAD,
+        **_ENCODER,
     )
 )
 
@@ -244,6 +246,7 @@ register_model(
         tiny_args=_TINY,
         stem=_STEM,
         head=_HEAD,
+        **_ENCODER,
     )
 )
 
@@ -273,6 +276,7 @@ register_model(
         tiny_args=_TINY,
         stem=_STEM,
         head=_HEAD,
+        **_ENCODER,
     )
 )
 
@@ -288,5 +292,6 @@ register_model(
         tiny_args=_TINY,
         stem=_STEM,
         head=_HEAD,
+        **_ENCODER,
     )
 )

@@ -1,0 +1,203 @@
+"""The training configuration and its named recipes.
+
+``TrainConfig()`` holds the defaults, chosen by measurement on small synthetic data sets (see the training guide
+and ``benchmarks/sweep_defaults.py``); the named recipes reproduce the seed tutorial's runs exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from medseg_zoo._device import AMP_MODES
+from medseg_zoo.errors import TrainingError
+
+__all__ = ["RECIPES", "TrainConfig", "list_recipes", "recipe"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run besides the model and the data.
+
+    Attributes:
+        output: Run folder (``best/``, ``last/``, ``trainer_state.pt``, ``metrics.csv``, ``curves.png``,
+            ``config.json``, ``train.log``).
+        epochs: Passes over the training cases (one random roi crop per case and pass).
+        batch_size: Crops per optimiser step and process.
+        optimizer: ``"sgd"`` (Nesterov momentum) or ``"adamw"``.
+        lr: Peak learning rate.
+        weight_decay: Weight decay (decoupled for AdamW).
+        momentum: SGD momentum.
+        schedule: ``"poly"`` (nnU-Net's (1 - t)^0.9), ``"cosine"`` or ``"constant"``, after the warm-up.
+        warmup_epochs: Linear warm-up from 0 over this many epochs.
+        grad_accumulation: Batches whose gradients are summed before each optimiser step.
+        grad_clip: Maximum gradient norm, or ``None``.
+        amp: ``"auto"`` (bf16 on CUDA, fp16 with a gradient scaler on GPUs without bf16, float32 on the CPU),
+            ``"bf16"``, ``"fp16"`` (CUDA only) or ``"off"``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``; under ``torchrun`` each process takes its local
+            rank's GPU.
+        val_every: Validate every this many epochs (and after the last).
+        val_fraction: Fraction of the cases held out for validation (ignored with ``fold``).
+        fold: ``(k, n)``: validate on fold ``k`` (0-based) of ``n``.
+        seed: Seeds the split, the initial order and every random crop and augmentation.
+        num_workers: DataLoader worker processes; ``None`` picks 0 on the CPU (the workers would take the cores
+            the network needs) and up to 8 with a GPU.
+        cache_dir: Folder for the preprocessed cases (MONAI PersistentDataset); ``None`` keeps them in memory.
+        foreground_ratio: Fraction of crops centred on a labelled voxel; 0 draws crops uniformly.
+        early_stopping: Stop after this many validations without a better mean Dice; ``None`` never stops early.
+        freeze_encoder_epochs: Epochs at the start during which the encoder (the configuration's ``encoder``
+            parameters) keeps its weights (learning rate 0).
+        layer_decay: Layer-wise learning-rate decay for transformer encoders: block ``i`` of ``L`` trains at
+            ``lr * layer_decay ** (L + 1 - i)``; ``None`` for a flat rate.
+        pretrained_lr_scale: Learning-rate factor of loaded pretrained parameters against re-initialised ones
+            (the head after ``out_channels`` changed).
+        max_minutes: Stop before an epoch that would end after this budget (validating the last one).
+        overlap: Sliding-window overlap of validation.
+        progress: Progress bars and epoch lines on the console.
+        recipe: Name of the recipe the values came from.
+    """
+
+    output: str = "runs/medseg"
+    epochs: int = 100
+    batch_size: int = 2
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 1e-2
+    weight_decay: float = 3e-5
+    momentum: float = 0.99
+    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    warmup_epochs: int = 0
+    grad_accumulation: int = 1
+    grad_clip: float | None = 12.0
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    device: str = "auto"
+    val_every: int = 5
+    val_fraction: float = 0.2
+    fold: tuple[int, int] | None = None
+    seed: int = 0
+    num_workers: int | None = None
+    cache_dir: str | None = None
+    foreground_ratio: float = 0.33
+    early_stopping: int | None = None
+    freeze_encoder_epochs: int = 0
+    layer_decay: float | None = None
+    pretrained_lr_scale: float = 1.0
+    max_minutes: float | None = None
+    overlap: float = 0.5
+    progress: bool = True
+    recipe: str = "default"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output", str(self.output))
+        if self.fold is not None:
+            object.__setattr__(self, "fold", tuple(self.fold))
+        problems = []
+
+        def need(ok: bool, field: str, expected: str) -> None:
+            if not ok:
+                problems.append(f"{field}={getattr(self, field)!r} (expected {expected})")
+
+        def integer(field: str, low: int) -> None:
+            value = getattr(self, field)
+            need(isinstance(value, int) and not isinstance(value, bool) and value >= low, field, f"an integer >= {low}")
+
+        def number(field: str, low: float, high: float = float("inf"), *, open_low: bool = False) -> None:
+            value = getattr(self, field)
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = ok and (value > low if open_low else value >= low) and value <= high
+            bounds = f"{'>' if open_low else '>='} {low}" + (f" and <= {high}" if high != float("inf") else "")
+            need(ok, field, f"a number {bounds}")
+
+        for field in ("epochs", "batch_size", "grad_accumulation", "val_every"):
+            integer(field, 1)
+        for field in ("warmup_epochs", "freeze_encoder_epochs", "seed"):
+            integer(field, 0)
+        number("lr", 0, open_low=True)
+        number("weight_decay", 0)
+        number("momentum", 0, 1)
+        number("foreground_ratio", 0, 1)
+        number("pretrained_lr_scale", 0)
+        number("overlap", 0, 0.99)
+        value = self.val_fraction
+        need(
+            isinstance(value, float | int) and not isinstance(value, bool) and 0 < value < 1,
+            "val_fraction",
+            "in (0, 1)",
+        )
+        need(self.optimizer in ("sgd", "adamw"), "optimizer", "'sgd' or 'adamw'")
+        need(self.schedule in ("poly", "cosine", "constant"), "schedule", "'poly', 'cosine' or 'constant'")
+        need(self.amp in AMP_MODES, "amp", " or ".join(map(repr, AMP_MODES)))
+        if self.grad_clip is not None:
+            number("grad_clip", 0, open_low=True)
+        if self.num_workers is not None:
+            integer("num_workers", 0)
+        if self.early_stopping is not None:
+            integer("early_stopping", 1)
+        if self.layer_decay is not None:
+            number("layer_decay", 0, 1, open_low=True)
+        if self.max_minutes is not None:
+            number("max_minutes", 0, open_low=True)
+        if self.fold is not None:
+            f = self.fold
+            ok = len(f) == 2 and all(isinstance(v, int) for v in f) and f[1] >= 2 and 0 <= f[0] < f[1]
+            need(ok, "fold", "(k, n) with n >= 2 and 0 <= k < n, e.g. 0/5")
+        if problems:
+            raise TrainingError(f"invalid training configuration: {'; '.join(problems)}")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (checked again)."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise TrainingError(f"TrainConfig has no field {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON-serialisable values."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """The inverse of :meth:`to_dict` (unknown keys are refused)."""
+        return cls().replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+# The seed tutorial's loop: AdamW at a constant 1e-4, weight decay 1e-5, batch 2, uniform roi crops, no clipping,
+# validation every 5 epochs; 180 epochs (170 for the UNet). Its roi (128 x 128 x 64) and spacing (1.5 x 1.5 x 2.0)
+# are the models' contract. Target numbers: UNet 76.6 %, UNETR (self-attention-cv) 76.9 %, MONAI UNETR 76.1 %.
+_SEED = {
+    "optimizer": "adamw",
+    "lr": 1e-4,
+    "weight_decay": 1e-5,
+    "schedule": "constant",
+    "warmup_epochs": 0,
+    "batch_size": 2,
+    "grad_clip": None,
+    "foreground_ratio": 0.0,
+    "val_every": 5,
+}
+
+RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "default": ("the zoo's defaults (SGD, Nesterov momentum 0.99, lr 1e-2, poly decay; measured)", {}),
+    "unetr_brats": (
+        "the seed tutorial's UNETR (self-attention-cv) run on MSD Task01, 180 epochs",
+        {**_SEED, "epochs": 180},
+    ),
+    "unetr_monai": ("the seed tutorial's MONAI UNETR run on MSD Task01, 180 epochs", {**_SEED, "epochs": 180}),
+    "unet_brats": ("the seed tutorial's MONAI UNet run on MSD Task01, 170 epochs", {**_SEED, "epochs": 170}),
+}
+
+
+def list_recipes() -> list[str]:
+    """Names of the training recipes."""
+    return sorted(RECIPES)
+
+
+def recipe(name: str, **changes: Any) -> TrainConfig:
+    """The configuration of a named recipe, with ``changes`` applied on top.
+
+    Raises:
+        TrainingError: For an unknown recipe (the message lists them) or an invalid change.
+    """
+    if name not in RECIPES:
+        raise TrainingError(f"unknown recipe {name!r}; recipes: {', '.join(list_recipes())}")
+    return TrainConfig(recipe=name, **{**RECIPES[name][1], **changes})
