@@ -45,6 +45,7 @@ def create_model(
     local_files_only: bool = False,
     activation: Activation | None = None,
     label_scheme: str | LabelScheme | _Unset | None = _UNSET,
+    roi_size: int | Sequence[int] | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build a registered model.
@@ -64,6 +65,8 @@ def create_model(
         label_scheme: The label scheme the outputs map to (a built-in name or a ``LabelScheme``); its channel
             names name the outputs when ``out_channels`` is a count. By default the configuration's while its
             outputs are kept, else ``None`` (labels are the class indices).
+        roi_size: Patch size in voxels the model is trained and run on (the contract's ``roi_size``; for
+            architectures built for one size, such as UNETR's ``img_size``, also the constructor's).
         **overrides: Constructor arguments replacing the configuration's (e.g. ``img_size``, ``dropout_rate``).
 
     Returns:
@@ -83,7 +86,11 @@ def create_model(
     _check_overrides(cfg, overrides)
     if pretrained and not cfg.has_weights:
         raise PretrainedUnavailableError(_unavailable_message(cfg))
-    contract = _resolve_contract(cfg, in_channels, out_channels, activation, label_scheme, overrides)
+    if cfg.roi_arg is not None and cfg.roi_arg in overrides:
+        if roi_size is not None:
+            raise InvalidOverrideError(f"{cfg.name}: give roi_size or {cfg.roi_arg}, not both")
+        roi_size = overrides.pop(cfg.roi_arg)
+    contract = _resolve_contract(cfg, in_channels, out_channels, activation, label_scheme, roi_size)
     args = {**cfg.model_args, **overrides}
     if cfg.roi_arg is not None:
         args[cfg.roi_arg] = contract.roi_size
@@ -140,7 +147,7 @@ def _resolve_contract(
     out_channels: Channels,
     activation: Activation | None,
     label_scheme: str | LabelScheme | _Unset | None,
-    overrides: dict[str, Any],
+    roi_size: int | Sequence[int] | None,
 ) -> TaskContract:
     from medseg_zoo.transforms.labels import get_scheme
 
@@ -179,10 +186,7 @@ def _resolve_contract(
             activation = base.activation if kept else "softmax"
     if base is None:
         base = TaskContract(in_channels=ins, out_channels=outs, activation=activation, roi_size=cfg.default_roi)
-    roi = base.roi_size
-    if cfg.roi_arg is not None and cfg.roi_arg in overrides:
-        value = overrides.pop(cfg.roi_arg)
-        roi = (value,) * 3 if _is_count(value) else value
+    roi = base.roi_size if roi_size is None else (roi_size,) * 3 if _is_count(roi_size) else roi_size
     try:
         return dataclasses.replace(
             base,

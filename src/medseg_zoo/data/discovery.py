@@ -63,6 +63,7 @@ class DataSet:
         cases: Training cases, sorted by name.
         channels: Input channel names in order.
         scheme: The label scheme of the label maps.
+        test: Test cases (``imagesTs/``, with their label from ``labelsTs/`` where there is one), sorted by name.
     """
 
     root: Path
@@ -70,6 +71,7 @@ class DataSet:
     cases: tuple[Case, ...]
     channels: tuple[str, ...]
     scheme: LabelScheme
+    test: tuple[Case, ...] = ()
 
 
 def _normalise(name: str) -> str:
@@ -120,15 +122,14 @@ def _msd(root: Path, meta: dict, label_scheme: str | LabelScheme | None) -> Data
         label = (root / entry["label"]).resolve() if entry.get("label") else None
         cases.append(Case(_strip(image.name), (image,), label))
     scheme = _scheme(scheme_from_dataset_json(meta, root.name), label_scheme)
-    return DataSet(root, "msd", tuple(sorted(cases, key=lambda c: c.name)), channels, scheme)
+    test = _single_files(root / "imagesTs", root / "labelsTs")
+    return DataSet(root, "msd", tuple(sorted(cases, key=lambda c: c.name)), channels, scheme, test)
 
 
-def _nnunet(root: Path, meta: dict, label_scheme: str | LabelScheme | None) -> DataSet:
-    channels = _channels(root, meta, "channel_names")
-    ending = meta.get("file_ending", ".nii.gz")
-    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+def _channel_files(images_dir: Path, labels_dir: Path, ending: str, channels: int) -> tuple[Case, ...]:
+    """nnU-Net cases: ``NAME_0000<ending>``, ``NAME_0001<ending>``, ... and ``labels_dir/NAME<ending>``."""
     if not images_dir.is_dir():
-        raise DataSetError(f"{root}: nnU-Net layout without an imagesTr folder")
+        return ()
     pattern = re.compile(rf"(.+)_(\d{{4}}){re.escape(ending)}$")
     groups: dict[str, dict[int, Path]] = {}
     for path in images_dir.iterdir():
@@ -138,11 +139,30 @@ def _nnunet(root: Path, meta: dict, label_scheme: str | LabelScheme | None) -> D
     cases = []
     for name, files in sorted(groups.items()):
         # A missing channel file is reported by the checks, which name the case; keep the case here.
-        images = tuple(files.get(i, images_dir / f"{name}_{i:04d}{ending}") for i in range(len(channels)))
+        images = tuple(files.get(i, images_dir / f"{name}_{i:04d}{ending}") for i in range(channels))
         label = labels_dir / f"{name}{ending}"
         cases.append(Case(name, images, label if label.exists() else None))
+    return tuple(cases)
+
+
+def _single_files(images_dir: Path, labels_dir: Path) -> tuple[Case, ...]:
+    """Cases of one (4-D) file each, with the label of the same name where there is one."""
+    if not images_dir.is_dir():
+        return ()
+    images = {_strip(p.name): p for p in images_dir.iterdir() if p.name.endswith(NIFTI) and not p.name.startswith(".")}
+    labels = {_strip(p.name): p for p in labels_dir.iterdir() if p.name.endswith(NIFTI)} if labels_dir.is_dir() else {}
+    return tuple(Case(n, (images[n],), labels.get(n)) for n in sorted(images))
+
+
+def _nnunet(root: Path, meta: dict, label_scheme: str | LabelScheme | None) -> DataSet:
+    channels = _channels(root, meta, "channel_names")
+    ending = meta.get("file_ending", ".nii.gz")
+    if not (root / "imagesTr").is_dir():
+        raise DataSetError(f"{root}: nnU-Net layout without an imagesTr folder")
+    cases = _channel_files(root / "imagesTr", root / "labelsTr", ending, len(channels))
+    test = _channel_files(root / "imagesTs", root / "labelsTs", ending, len(channels))
     scheme = _scheme(scheme_from_dataset_json(meta, root.name), label_scheme)
-    return DataSet(root, "nnunet", tuple(cases), channels, scheme)
+    return DataSet(root, "nnunet", cases, channels, scheme, test)
 
 
 def _pairs(root: Path, channels: tuple[str, ...] | None, label_scheme: str | LabelScheme | None) -> DataSet:
@@ -158,14 +178,13 @@ def _pairs(root: Path, channels: tuple[str, ...] | None, label_scheme: str | Lab
             f"{root}: a folder of image/label pairs has no dataset.json saying what its labels mean; pass "
             f"label_scheme (one of {', '.join(list_schemes())}, or a LabelScheme)"
         )
-    images = {_strip(p.name): p for p in images_dir.iterdir() if p.name.endswith(NIFTI)}
-    labels = {_strip(p.name): p for p in labels_dir.iterdir() if p.name.endswith(NIFTI)}
-    cases = tuple(Case(n, (images[n],), labels.get(n)) for n in sorted(images))
+    cases = _single_files(images_dir, labels_dir)
     if channels is None:
         first = nib.load(cases[0].images[0]) if cases else None
         count = first.shape[3] if first is not None and len(first.shape) == 4 else 1
         channels = tuple(f"channel_{i}" for i in range(count))
-    return DataSet(root, "pairs", cases, tuple(channels), get_scheme(label_scheme))
+    test = _single_files(root / "imagesTs", root / "labelsTs")
+    return DataSet(root, "pairs", cases, tuple(channels), get_scheme(label_scheme), test)
 
 
 def discover(

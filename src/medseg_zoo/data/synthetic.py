@@ -93,14 +93,15 @@ def make_case(shape: Sequence[int] = (96, 96, 96), seed: int = 0) -> tuple[np.nd
         offset = np.array([side * brain_radii[0] * 0.15, 0, 0])
         ventricles |= ellipsoid(centre + offset, brain_radii * np.array([0.08, 0.3, 0.12])) < 1
 
-    # Tumour: a random centre inside the brain; edema contains the core, whose rim enhances.
+    # Tumour: a random centre inside the brain; edema contains the core, whose rim enhances. Proportions as in
+    # BraTS: the core about a third of the whole tumour, the enhancing rim about half of the core.
     t_centre = centre + rng.uniform(-0.35, 0.35, size=3) * brain_radii
-    t_radius = fov * rng.uniform(0.08, 0.14)
-    edema_d = ellipsoid(t_centre, t_radius * rng.uniform(1.6, 2.2, size=3), jitter=0.25)
+    t_radius = fov * rng.uniform(0.10, 0.16)
+    edema_d = ellipsoid(t_centre, t_radius * rng.uniform(1.3, 1.7, size=3), jitter=0.25)
     core_d = ellipsoid(t_centre, t_radius * rng.uniform(0.8, 1.2, size=3), jitter=0.15)
     edema = (edema_d < 1) & brain
     core = (core_d < 1) & brain
-    enhancing = core & (core_d > rng.uniform(0.55, 0.75))
+    enhancing = core & (core_d > rng.uniform(0.6, 0.8))
 
     label = np.zeros(shape, dtype=np.uint8)
     label[edema] = 1

@@ -54,12 +54,12 @@ class Evaluation:
 
     def rows(self) -> list[dict[str, float | str]]:
         """The case rows followed by a ``mean`` row."""
-        return [*self.cases, {"case": "mean", **self.mean}]
+        return [*self.cases, {"case": "mean", **self.mean}]  # the mean row adds mean_dice and mean_hd95
 
     def to_csv(self, path: str | os.PathLike) -> Path:
         """Write :meth:`rows` as CSV, atomically."""
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(self.rows()[0]), lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=list(self.rows()[-1]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows())
         return atomic_write(path, lambda tmp: Path(tmp).write_text(buffer.getvalue()))

@@ -1,0 +1,60 @@
+"""The ``medseg-zoo`` command: a thin layer over the Python API, one module per group of commands.
+
+Examples:
+    medseg-zoo list
+    medseg-zoo info unetr_brats
+    medseg-zoo check-data Task01_BrainTumour --model unetr_brats
+    medseg-zoo train --model unet_brats --data Task01_BrainTumour --output runs/unet
+    medseg-zoo evaluate --checkpoint runs/unet/best --data Task01_BrainTumour
+    medseg-zoo predict --checkpoint runs/unet/best -i imagesTs/ -o predictions/
+    medseg-zoo download segresnet_brats
+    medseg-zoo convert --from monai-bundle brats_mri_segmentation --model segresnet_brats --to out/
+    medseg-zoo push out/ my-org/segresnet-brats
+    medseg-zoo demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from medseg_zoo.cli import data, demo, models, predict, train
+from medseg_zoo.cli.models import model_table
+from medseg_zoo.data.checks import DataCheckError
+from medseg_zoo.data.discovery import DataSetError
+from medseg_zoo.errors import MedsegZooError
+
+__all__ = ["build_parser", "main", "model_table", "run"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``medseg-zoo`` command."""
+    parser = argparse.ArgumentParser(
+        prog="medseg-zoo",
+        description="A model zoo for 3D medical image segmentation.",
+        epilog="Examples: medseg-zoo list 'unetr*'   medseg-zoo demo   medseg-zoo train --help",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (models, data, train, predict, demo):
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``medseg-zoo`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except DataCheckError as exc:
+        print(f"medseg-zoo: the data set has errors:\n{exc}", file=sys.stderr)
+        return 2
+    except (MedsegZooError, DataSetError, ValueError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"medseg-zoo: error: {message}", file=sys.stderr)
+        return 2
+
+
+def run() -> None:
+    """Console-script wrapper: exits with :func:`main`'s status."""
+    sys.exit(main())

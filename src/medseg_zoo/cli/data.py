@@ -1,0 +1,31 @@
+"""Commands about data sets: check-data."""
+
+from __future__ import annotations
+
+import argparse
+
+from medseg_zoo._registry import get_config
+
+__all__ = ["add_commands"]
+
+
+def _check_data(args: argparse.Namespace) -> int:
+    from medseg_zoo.data import check_dataset, discover
+
+    dataset = discover(args.folder, label_scheme=args.label_scheme)
+    report = check_dataset(dataset, get_config(args.model).contract if args.model else None)
+    print(report)
+    return 0 if report.ok else 1
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register check-data."""
+    p = sub.add_parser(
+        "check-data",
+        help="check a data set folder (MSD, nnU-Net v2 or image/label pairs) before training",
+        epilog="Example: medseg-zoo check-data Task01_BrainTumour --model unetr_brats",
+    )
+    p.add_argument("folder")
+    p.add_argument("--model", help="registered model the data is meant for (channels, labels)")
+    p.add_argument("--label-scheme", help="label scheme of the label maps (default: from dataset.json)")
+    p.set_defaults(func=_check_data)

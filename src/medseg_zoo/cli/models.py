@@ -1,0 +1,117 @@
+"""Commands about models and weights: list, info, download, convert, push."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from medseg_zoo._factory import create_model
+from medseg_zoo._registry import get_config, list_models, model_info
+
+__all__ = ["add_commands", "model_table"]
+
+
+def _count_parameters(name: str) -> int:
+    cfg = get_config(name)
+    channels = {} if cfg.contract else {"in_channels": 1, "out_channels": 2}
+    try:
+        with torch.device("meta"):  # full-size counts without allocating weights
+            model = create_model(name, **channels)
+    except RuntimeError:  # networks that compute values while built (SwinUNETR) cannot be built on meta
+        model = create_model(name, **channels)
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_table(pattern: str = "*", pretrained: bool = False) -> str:
+    """The registered models as a text table: name, channels, roi, parameters, weights."""
+    rows = [("name", "inputs -> outputs", "roi", "params", "weights")]
+    for name in list_models(pattern, pretrained=pretrained):
+        cfg = get_config(name)
+        c = cfg.contract
+        outs = (
+            ",".join(c.out_channels) if c and len(c.out_channels) <= 4 else f"{len(c.out_channels) if c else 0} classes"
+        )
+        io = f"{','.join(c.in_channels)} -> {outs} ({c.activation})" if c else "given by caller"
+        roi = "x".join(map(str, c.roi_size if c else cfg.default_roi))
+        weights = "published" if cfg.has_weights else ("planned" if cfg.weights else "-")
+        rows.append((name, io, roi, f"{_count_parameters(name) / 1e6:.1f}M", weights))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _list(args: argparse.Namespace) -> None:
+    print(model_table(args.pattern, args.pretrained))
+
+
+def _info(args: argparse.Namespace) -> None:
+    info = model_info(args.name)
+    info["parameters"] = _count_parameters(args.name)
+    print(json.dumps(info, indent=2, default=str))
+
+
+def _download(args: argparse.Namespace) -> None:
+    model = create_model(args.name, pretrained=True, cache_dir=args.cache_dir)
+    print(model.load_report)
+
+
+def _convert(args: argparse.Namespace) -> None:
+    from medseg_zoo.convert import convert_checkpoint
+    from medseg_zoo.hub import save_pretrained
+
+    model = convert_checkpoint(args.source, args.source_format, args.model)
+    print(save_pretrained(model, args.to))
+
+
+def _push(args: argparse.Namespace) -> None:
+    from medseg_zoo.hub import from_pretrained, push_to_hub
+
+    model = from_pretrained(args.folder)  # validates the folder before anything is uploaded
+    print(push_to_hub(model, args.repo_id, private=args.private or None))
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register list, info, download, convert and push."""
+    p = sub.add_parser("list", help="list registered models", epilog="Example: medseg-zoo list 'unet*' --pretrained")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'unetr*'")
+    p.add_argument("--pretrained", action="store_true", help="only models with published weights")
+    p.set_defaults(func=_list)
+    p = sub.add_parser(
+        "info",
+        help="show a model's configuration and task contract as JSON",
+        epilog="Example: medseg-zoo info unetr_brats",
+    )
+    p.add_argument("name")
+    p.set_defaults(func=_info)
+    p = sub.add_parser(
+        "download",
+        help="download, check and cache a model's published weights (then usable offline)",
+        epilog="Example: medseg-zoo download segresnet_brats",
+    )
+    p.add_argument("name")
+    p.add_argument("--cache-dir", type=Path, help="cache root (default: the Hugging Face cache)")
+    p.set_defaults(func=_download)
+    p = sub.add_parser(
+        "convert",
+        help="convert a third-party checkpoint into a medseg-zoo folder (config.json + model.safetensors)",
+        epilog="Example: medseg-zoo convert --from monai-bundle brats_mri_segmentation --model segresnet_brats "
+        "--to converted/segresnet_brats",
+    )
+    p.add_argument(
+        "--from", dest="source_format", required=True, choices=["monai-bundle", "monai", "self-attention-cv"]
+    )
+    p.add_argument("source", help="bundle folder, or .pt/.pth state dict")
+    p.add_argument("--model", required=True, help="registered configuration receiving the weights")
+    p.add_argument("--to", required=True, help="output folder")
+    p.set_defaults(func=_convert)
+    p = sub.add_parser(
+        "push",
+        help="upload a medseg-zoo folder to the Hugging Face Hub",
+        epilog="Example: medseg-zoo push converted/segresnet_brats my-org/segresnet-brats",
+    )
+    p.add_argument("folder")
+    p.add_argument("repo_id")
+    p.add_argument("--private", action="store_true")
+    p.set_defaults(func=_push)

@@ -1,0 +1,237 @@
+"""The train and evaluate commands: a thin layer over :class:`medseg_zoo.training.Trainer` and ``evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from medseg_zoo._factory import create_model
+from medseg_zoo._registry import get_config
+from medseg_zoo.errors import TrainingError
+
+__all__ = ["add_commands"]
+
+# TrainConfig fields set from options of the same name, only when given (else the recipe's value stands).
+_CONFIG_OPTIONS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "schedule",
+    "warmup_epochs",
+    "weight_decay",
+    "grad_accumulation",
+    "amp",
+    "device",
+    "val_every",
+    "val_fraction",
+    "fold",
+    "seed",
+    "num_workers",
+    "cache_dir",
+    "max_minutes",
+    "early_stopping",
+    "freeze_encoder_epochs",
+    "layer_decay",
+    "pretrained_lr_scale",
+    "foreground_ratio",
+)
+
+
+def _fold(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N such as 0/5, got {text!r}") from None
+    return k, n
+
+
+def _channels(text: str) -> int | list[str] | str:
+    """``data``, a count, or comma-separated names."""
+    if text == "data":
+        return text
+    if text.isdigit():
+        return int(text)
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _model(args: argparse.Namespace, dataset: Any) -> Any:
+    """The model to train: a checkpoint folder, or a registry name with channels and outputs fitted to the data
+    where asked (``data``) or where the architecture is generic."""
+    from medseg_zoo.hub import from_pretrained
+
+    if args.checkpoint:
+        if args.in_channels or args.out_channels or args.pretrained:
+            raise TrainingError("--checkpoint gives the model whole: drop --pretrained, --in-channels, --out-channels")
+        return from_pretrained(args.checkpoint)
+    generic = get_config(args.model).contract is None
+    ins = args.in_channels or ("data" if generic else None)
+    outs = args.out_channels or ("data" if generic else None)
+    kwargs: dict[str, Any] = {}
+    if ins is not None:
+        kwargs["in_channels"] = list(dataset.channels) if ins == "data" else ins
+    if outs == "data":
+        kwargs["out_channels"] = len(dataset.scheme.channels)
+        kwargs["label_scheme"] = dataset.scheme
+    elif outs is not None:
+        kwargs["out_channels"] = outs
+    return create_model(args.model, pretrained=args.pretrained, **kwargs)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from medseg_zoo.data import discover
+    from medseg_zoo.hub import from_pretrained
+    from medseg_zoo.training import TrainConfig, Trainer, recipe
+    from medseg_zoo.transforms.labels import LabelScheme
+
+    given = {name: getattr(args, name) for name in _CONFIG_OPTIONS if getattr(args, name) is not None}
+    if args.no_progress:
+        given["progress"] = False
+    given["output"] = args.output
+    if args.resume:
+        run_path = Path(args.output) / "config.json"
+        if not run_path.is_file():
+            raise TrainingError(f"--resume: {args.output} is not a run folder (no config.json); start without --resume")
+        try:
+            run = json.loads(run_path.read_text())
+            config = TrainConfig.from_dict({**run["config"], **given})
+            scheme = run["data"]["label_scheme"]
+            data_root = args.data or run["data"]["root"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise TrainingError(f"--resume: cannot read {run_path} ({exc})") from None
+        scheme = LabelScheme.from_dict(scheme) if isinstance(scheme, dict) else scheme
+        dataset = discover(data_root, label_scheme=args.label_scheme or scheme)
+        last = Path(args.output) / "last"
+        if not (last / "model.safetensors").is_file():
+            raise TrainingError(
+                f"--resume: {args.output} has no completed epoch (no last/); start again with --overwrite"
+            )
+        model = from_pretrained(last)
+    else:
+        if not args.data or not (args.model or args.checkpoint):
+            raise TrainingError("give --data and --model (or --checkpoint), or --resume to continue a run")
+        config = recipe(args.recipe or "default", **given)
+        dataset = discover(args.data, label_scheme=args.label_scheme)
+        model = _model(args, dataset)
+    trainer = Trainer(model, dataset, config, resume=args.resume, overwrite=args.overwrite)
+    trainer.fit()
+    if trainer.is_main:
+        print(f"best checkpoint: {Path(config.output) / 'best'} (mean Dice {trainer.best:.4f})")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from medseg_zoo.data import discover
+    from medseg_zoo.hub import from_pretrained
+    from medseg_zoo.training import evaluate
+
+    model = from_pretrained(args.checkpoint)
+    dataset = discover(args.data, label_scheme=args.label_scheme)
+    if args.split == "val":
+        run_path = Path(args.checkpoint).resolve().parent / "config.json"
+        try:
+            names = set(json.loads(run_path.read_text())["split"]["val"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            raise TrainingError(
+                f"--split val needs the run folder of the checkpoint ({run_path} with the split); "
+                "use --split all or test for a checkpoint outside a run"
+            ) from None
+        cases = [c for c in dataset.cases if c.name in names]
+        if len(cases) != len(names):
+            raise TrainingError(f"{args.data}: some validation cases of the run are missing: {sorted(names)}")
+    elif args.split == "test":
+        cases = [c for c in dataset.test if c.label is not None]
+        if not cases:
+            raise TrainingError(f"{args.data}: no labelled test cases (imagesTs/ with labelsTs/)")
+    else:
+        cases = [c for c in dataset.cases if c.label is not None]
+    result = evaluate(
+        model,
+        cases,
+        dataset.scheme,
+        device=args.device,
+        amp={"auto": None, "on": True, "off": False}[args.amp],
+        progress=True,
+    )
+    print(result)
+    if args.output:
+        print(result.to_csv(args.output))
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register train and evaluate."""
+    p = sub.add_parser(
+        "train",
+        help="fine-tune or train a model on a data set folder (MSD, nnU-Net v2, image/label pairs)",
+        epilog="Examples:\n"
+        "  medseg-zoo train --model unet_brats --data Task01_BrainTumour --output runs/unet\n"
+        "  medseg-zoo train --model segresnet_brats --pretrained --in-channels data --data Task01_BrainTumour "
+        "--output runs/segresnet --epochs 50\n"
+        "  medseg-zoo train --model unetr_brats --recipe unetr_brats --data Task01_BrainTumour --output runs/seed\n"
+        "  medseg-zoo train --output runs/unet --resume\n"
+        "  torchrun --nproc-per-node 4 -m medseg_zoo train --model unet_brats --data Task01 --output runs/ddp",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("-m", "--model", help="registered model name (medseg-zoo list)")
+    source.add_argument("--checkpoint", help="start from a saved model folder (save_pretrained, RUN/best)")
+    p.add_argument("--data", help="data set folder")
+    p.add_argument("--output", required=True, help="run folder")
+    p.add_argument("--pretrained", action="store_true", help="start from the model's published weights")
+    p.add_argument(
+        "--in-channels",
+        type=_channels,
+        help="the model's input channels: 'data' (the data set's), a count, or comma-separated names",
+    )
+    p.add_argument("--out-channels", type=_channels, help="'data': outputs and label scheme from the data set")
+    p.add_argument("--label-scheme", help="label scheme of the label maps (default: from dataset.json)")
+    p.add_argument("--recipe", help="named settings: default, unetr_brats, unetr_monai, unet_brats")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"])
+    p.add_argument("--schedule", choices=["poly", "cosine", "constant"])
+    p.add_argument("--warmup-epochs", type=int)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--grad-accumulation", type=int, help="batches per optimiser step")
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1")
+    p.add_argument("--val-every", type=int, help="validate every K epochs")
+    split = p.add_mutually_exclusive_group()
+    split.add_argument("--val-fraction", type=float, help="fraction of the cases held out (default 0.2)")
+    split.add_argument("--fold", type=_fold, help="validate on fold K of N, e.g. 0/5")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--num-workers", type=int, help="DataLoader workers (default: 0 on the CPU, up to 8 with a GPU)")
+    p.add_argument("--cache-dir", help="keep preprocessed cases here instead of in memory")
+    p.add_argument("--foreground-ratio", type=float, help="fraction of crops centred on labelled voxels")
+    p.add_argument("--max-minutes", type=float, help="stop before an epoch that would end after this budget")
+    p.add_argument("--early-stopping", type=int, help="stop after this many validations without improvement")
+    p.add_argument("--freeze-encoder-epochs", type=int, help="keep the encoder's weights for the first N epochs")
+    p.add_argument("--layer-decay", type=float, help="layer-wise learning-rate decay of transformer encoders")
+    p.add_argument("--pretrained-lr-scale", type=float, help="learning-rate factor of pretrained parameters")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output from its last epoch")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --output")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or epoch lines")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="per-case and mean Dice / HD95 of a checkpoint on a data set, each case on its own grid",
+        epilog="Example: medseg-zoo evaluate --checkpoint runs/unet/best --data Task01_BrainTumour --output dice.csv",
+    )
+    p.add_argument("--checkpoint", required=True, help="model folder (RUN/best, RUN/last, save_pretrained)")
+    p.add_argument("--data", required=True, help="data set folder")
+    p.add_argument(
+        "--split",
+        choices=["val", "test", "all"],
+        default="val",
+        help="val: the run's validation cases; test: imagesTs with labelsTs; all: every labelled case",
+    )
+    p.add_argument("--label-scheme", help="label scheme of the label maps (default: from dataset.json)")
+    p.add_argument("--output", help="CSV file for the table")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", choices=["auto", "on", "off"], default="auto")
+    p.set_defaults(func=_evaluate)
