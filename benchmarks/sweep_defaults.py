@@ -20,7 +20,7 @@ import torch
 import medseg_zoo as mz
 from _report import publish
 from medseg_zoo.data import make_dataset
-from medseg_zoo.training import Trainer, TrainConfig
+from medseg_zoo.training import TrainConfig, Trainer
 
 SETTINGS = {  # label -> TrainConfig changes
     "AdamW 1e-4 constant (the seed tutorial)": dict(optimizer="adamw", lr=1e-4, weight_decay=1e-5, schedule="constant"),
