@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from tests.training.conftest import tiny_config, tiny_model
+from tests.conftest import tiny_config, tiny_model
 
 import medseg_zoo as mz
 from medseg_zoo.errors import TrainingError

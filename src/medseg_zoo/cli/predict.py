@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from medseg_zoo._factory import create_model
@@ -25,7 +26,7 @@ def _cases(inputs: list[str]) -> list[tuple[str, object]]:
             raise InputError(f"mix of NAME=path channel inputs and plain inputs: {inputs}; give one case's channels")
         mapping = dict(item.split("=", 1) for item in channel_items)
         first = Path(next(iter(mapping.values())))
-        return [(_stem(first), mapping)]
+        return [(re.sub(r"_\d{4}$", "", _stem(first)), mapping)]  # nnU-Net's CASE_0000 names the case CASE
     cases = []
     for item in inputs:
         path = Path(item)

@@ -1,0 +1,101 @@
+"""medseg-zoo train / evaluate / predict end to end on tiny synthetic data, in both data-set layouts; a run killed
+by a signal and resumed; two gloo processes under torchrun against one process with the same global batch."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import medseg_zoo as mz
+from medseg_zoo.cli import main
+from tests.data.test_discovery import _to_nnunet
+
+TRAIN = ["--epochs", "2", "--val-every", "1", "--no-progress"]
+
+
+def _losses(run):
+    with open(run / "metrics.csv") as f:
+        return [(float(r["train_loss"]), float(r["mean_dice"])) for r in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("layout", ["msd", "nnunet"])
+def test_train_then_predict_then_evaluate(layout, tiny_data, tiny_checkpoint, tmp_path, capsys):
+    data = tiny_data if layout == "msd" else _to_nnunet(tiny_data, tmp_path / "Dataset001_BraTS")
+    run = tmp_path / "run"
+    assert main(["train", "--checkpoint", str(tiny_checkpoint), "--data", str(data), "--output", str(run), *TRAIN]) == 0
+    assert f"best checkpoint: {run / 'best'}" in capsys.readouterr().out
+    assert len(_losses(run)) == 2
+
+    val = json.loads((run / "config.json").read_text())["split"]["val"]
+    inputs = (
+        [str(tiny_data / "imagesTr" / f"{name}.nii.gz") for name in val]
+        if layout == "msd"
+        else [f"{c}={data / 'imagesTr' / f'{val[0]}_{i:04d}.nii.gz'}" for i, c in enumerate(("FLAIR", "T1w", "T1gd", "T2w"))]
+    )
+    out = tmp_path / "predictions"
+    assert main(["predict", "--checkpoint", str(run / "best"), "-i", *inputs, "-o", str(out)]) == 0
+    written = sorted(out.iterdir())
+    assert [p.name for p in written] == [f"{name}.nii.gz" for name in (val if layout == "msd" else val[:1])]
+    label = nib.load(tiny_data / "labelsTr" / written[0].name)
+    seg = nib.load(written[0])
+    assert seg.shape == label.shape and np.allclose(seg.affine, label.affine)
+    assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 3}  # msd_task01 values
+
+    table = tmp_path / "dice.csv"
+    assert main(["evaluate", "--checkpoint", str(run / "best"), "--data", str(data), "--output", str(table)]) == 0
+    printed = capsys.readouterr().out
+    assert "Dice TC" in printed and str(table) in printed
+    rows = list(csv.DictReader(table.open()))
+    assert [r["case"] for r in rows] == [*val, "mean"]
+
+
+def test_evaluate_all_and_test_splits(tiny_data, tiny_checkpoint, tmp_path, capsys):
+    assert main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_data), "--split", "all"]) == 0
+    assert capsys.readouterr().out.count("BRATS_") == 6
+    assert main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_data), "--split", "val"]) == 2
+    assert "--split val needs the run folder of the checkpoint" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_data), "--split", "test"]) == 2
+    assert "no labelled test cases (imagesTs/ with labelsTs/)" in capsys.readouterr().err
+
+
+def test_a_killed_run_leaves_a_loadable_checkpoint_and_resumes(tiny_data, tiny_checkpoint, tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "medseg_zoo", "train", "--checkpoint", str(tiny_checkpoint)]
+    command += ["--data", str(tiny_data), "--output", str(run), "--epochs", "6", "--val-every", "1", "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (run / "trainer_state.pt").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert process.poll() is None, process.stderr.read().decode()
+    process.send_signal(signal.SIGKILL)  # in the second epoch: no handler runs, no chance to tidy up
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    done = len(_losses(run))
+    assert 1 <= done < 6
+    mz.from_pretrained(run / "last")  # loadable as it is
+    assert main(["train", "--output", str(run), "--resume", "--no-progress"]) == 0
+    assert [int(r["epoch"]) for r in csv.DictReader((run / "metrics.csv").open())] == [1, 2, 3, 4, 5, 6]
+    assert not list(run.rglob(".*tmp*"))  # no temporary file left behind
+
+
+def test_torchrun_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny_data, tiny_checkpoint, tmp_path):
+    common = ["--checkpoint", str(tiny_checkpoint), "--data", str(tiny_data), "--fold", "0/3", *TRAIN]
+    assert main(["train", *common, "--output", str(tmp_path / "one"), "--batch-size", "2"]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    command += ["-m", "medseg_zoo", "train", *common, "--output", str(tmp_path / "two"), "--batch-size", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "config.json").read_text())["world_size"] == 2
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(one) == len(two) == 2
+    for (loss_a, dice_a), (loss_b, dice_b) in zip(one, two, strict=True):
+        assert loss_b == pytest.approx(loss_a, rel=1e-5)
+        assert dice_b == pytest.approx(dice_a, abs=1e-4)
