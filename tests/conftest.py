@@ -49,7 +49,7 @@ def tiny_model(seed: int = 0, **changes):
     import medseg_zoo as mz
 
     torch.manual_seed(seed)
-    return mz.create_model("unet_brats", roi_size=(16, 16, 16), **{**TINY_UNET, **changes})
+    return mz.create_model("unet_brats", **{"roi_size": (16, 16, 16), **TINY_UNET, **changes})
 
 
 def tiny_config(output: Path, **changes):

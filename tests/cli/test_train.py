@@ -37,7 +37,10 @@ def test_train_then_predict_then_evaluate(layout, tiny_data, tiny_checkpoint, tm
     inputs = (
         [str(tiny_data / "imagesTr" / f"{name}.nii.gz") for name in val]
         if layout == "msd"
-        else [f"{c}={data / 'imagesTr' / f'{val[0]}_{i:04d}.nii.gz'}" for i, c in enumerate(("FLAIR", "T1w", "T1gd", "T2w"))]
+        else [
+            f"{c}={data / 'imagesTr' / f'{val[0]}_{i:04d}.nii.gz'}"
+            for i, c in enumerate(("FLAIR", "T1w", "T1gd", "T2w"))
+        ]
     )
     out = tmp_path / "predictions"
     assert main(["predict", "--checkpoint", str(run / "best"), "-i", *inputs, "-o", str(out)]) == 0

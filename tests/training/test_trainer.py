@@ -3,11 +3,11 @@ import json
 
 import pytest
 import torch
-from tests.conftest import tiny_config, tiny_model
 
 import medseg_zoo as mz
 from medseg_zoo.errors import TrainingError
 from medseg_zoo.training import Callback, Trainer
+from tests.conftest import tiny_config, tiny_model
 
 
 def _rows(run):

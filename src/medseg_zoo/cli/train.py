@@ -113,6 +113,8 @@ def _train(args: argparse.Namespace) -> int:
         if not args.data or not (args.model or args.checkpoint):
             raise TrainingError("give --data and --model (or --checkpoint), or --resume to continue a run")
         config = recipe(args.recipe or "default", **given)
+        if args.model:
+            get_config(args.model)  # an unknown name is refused before the data is read
         dataset = discover(args.data, label_scheme=args.label_scheme)
         model = _model(args, dataset)
     trainer = Trainer(model, dataset, config, resume=args.resume, overwrite=args.overwrite)

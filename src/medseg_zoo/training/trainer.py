@@ -32,6 +32,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -204,6 +205,7 @@ class Trainer:
 
         self._run_config = self._read_run() if resume else None
         self.train_cases, self.val_cases = self._split()
+        self._check_roi()
         if config.batch_size * self.world > len(self.train_cases):
             raise TrainingError(
                 f"batch size {config.batch_size}{f' x {self.world} processes' if self.world > 1 else ''} is larger "
@@ -234,6 +236,28 @@ class Trainer:
             )
         if self.config.layer_decay and not cfg.encoder_blocks:
             raise TrainingError(f"{cfg.name} names no encoder blocks, so layer_decay does not apply")
+
+    def _check_roi(self) -> None:
+        """Warn when the roi is larger than every training volume on the model grid (read from the headers)."""
+        largest = np.zeros(3)
+        for case in self.train_cases:
+            header = nib.load(case.images[0]).header
+            affine, shape = header.get_best_affine(), header.get_data_shape()[:3]
+            sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+            grid = np.array(shape, dtype=float)
+            if self.contract.orientation is not None:  # reoriented: voxel axis j lies along world axis argmax |A[:, j]|
+                axes = np.abs(affine[:3, :3]).argmax(axis=0)
+                grid, sizes = grid[np.argsort(axes)], sizes[np.argsort(axes)]
+            if self.contract.spacing is not None:
+                grid = grid * sizes / np.asarray(self.contract.spacing)
+            largest = np.maximum(largest, grid)
+        roi = np.asarray(self.contract.roi_size)
+        if (roi > np.round(largest)).any():
+            self.warnings.append(
+                f"warning: the roi {'x'.join(map(str, roi))} is larger than every training volume on the model grid "
+                f"(largest {'x'.join(str(int(round(v))) for v in largest)}): crops are zero-padded to the roi; a "
+                "smaller roi trains faster (create_model(..., roi_size=...))"
+            )
 
     def _read_run(self) -> dict[str, Any]:
         config_path, state_path = self.output / RUN_CONFIG, self.output / STATE_NAME
@@ -759,28 +783,26 @@ class Trainer:
         writer.writeheader()
         writer.writerows(self.history)
         atomic_write(self.output / "metrics.csv", lambda tmp: Path(tmp).write_text(buffer.getvalue()))
-        self._plot()
+        if "mean_dice" in self.history[-1]:  # drawing costs ~0.3 s: once per validation
+            self._plot()
         self._tensorboard(self.history[-1])
 
     def _plot(self) -> None:
-        import matplotlib
+        from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        epochs = [r["epoch"] for r in self.history]
         val = [r for r in self.history if "mean_dice" in r]
-        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-        left.plot(epochs, [r["train_loss"] for r in self.history], color="black")
+        fig = Figure(figsize=(10, 4))
+        fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.22)
+        left, right = fig.subplots(1, 2)
+        left.plot([r["epoch"] for r in self.history], [r["train_loss"] for r in self.history], color="black")
         left.set(xlabel="epoch", ylabel="training loss (Dice + CE)", title="Loss")
-        for key in [k for k in (val[0] if val else {}) if k.startswith("dice_")]:
-            right.plot([r["epoch"] for r in val], [r[key] for r in val], marker="o", label=key.removeprefix("dice_"))
-        if val:
-            right.plot([r["epoch"] for r in val], [r["mean_dice"] for r in val], color="black", lw=2, label="mean")
-            right.legend(loc="lower right")
+        epochs = [r["epoch"] for r in val]
+        for key in [k for k in val[0] if k.startswith("dice_")]:
+            right.plot(epochs, [r[key] for r in val], marker="o", label=key.removeprefix("dice_"))
+        right.plot(epochs, [r["mean_dice"] for r in val], color="black", lw=2, label="mean")
+        right.legend(loc="lower right")
         right.set(xlabel="epoch", ylabel="Dice", title="Validation Dice", ylim=(0, 1))
         atomic_write(self.output / "curves.png", lambda tmp: fig.savefig(tmp, dpi=100))
-        plt.close(fig)
 
     def _tensorboard(self, row: dict[str, float]) -> None:
         if not hasattr(self, "_writer"):

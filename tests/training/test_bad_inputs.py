@@ -1,0 +1,167 @@
+"""Every bad input to training is refused before anything is written, with the problem and the fix."""
+
+import json
+import re
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medseg_zoo.cli import main
+from medseg_zoo.data import DataCheckError, DataSetError
+from medseg_zoo.errors import DeviceError, TrainingError
+from medseg_zoo.training import Trainer
+from tests.conftest import snapshot, tiny_config, tiny_model
+
+
+def _copy(tiny_data, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data, root)
+    return root
+
+
+def _set_label(path, change):
+    img = nib.load(path)
+    nib.save(nib.Nifti1Image(change(np.asarray(img.dataobj)), img.affine), path)
+
+
+def _relabel(root):
+    _set_label(root / "labelsTr" / "BRATS_001.nii.gz", lambda d: np.where(d == 3, 4, d).astype(np.uint8))
+    return root
+
+
+def _regrid(root):
+    _set_label(root / "labelsTr" / "BRATS_002.nii.gz", lambda d: d[:, :, :30])
+    return root
+
+
+def _two_cases(root):
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["training"] = meta["training"][:1]
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+CASES = [
+    # (what, prepare data, model changes, config changes, error, message)
+    ("missing data folder", lambda r: r / "nowhere", {}, {}, DataSetError, r"nowhere: no such folder"),
+    (
+        "empty data folder",
+        lambda r: (r / "empty").mkdir() or r / "empty",
+        {},
+        {},
+        DataSetError,
+        r"not a data set folder",
+    ),
+    (
+        "label values outside the scheme",
+        _relabel,
+        {},
+        {},
+        DataCheckError,
+        r"BRATS_001.nii.gz: label values \[4\] are not in scheme 'msd_task01'",
+    ),
+    ("image/label grid mismatch", _regrid, {}, {}, DataCheckError, r"label shape \(32, 32, 30\) differs from image"),
+    (
+        "too few cases for a split",
+        _two_cases,
+        {},
+        {},
+        TrainingError,
+        r"1 labelled case\(s\) cannot give a training and a validation part .*add cases, or change --val-fraction",
+    ),
+    (
+        "channel count",
+        lambda r: r,
+        {"in_channels": 2},
+        {},
+        DataCheckError,
+        r"the data has 4 channel\(s\) .*the model reads 2 .*--in-channels FLAIR,T1w,T1gd,T2w",
+    ),
+    (
+        "batch larger than the cases",
+        lambda r: r,
+        {},
+        {"batch_size": 8},
+        TrainingError,
+        r"batch size 8 is larger than the 5 training cases: use --batch-size 5 or fewer",
+    ),
+    ("CUDA without a GPU", lambda r: r, {}, {"device": "cuda:9"}, DeviceError, r"device 'cuda:9' is not available"),
+    ("unknown device", lambda r: r, {}, {"device": "tpu"}, DeviceError, r"unknown device 'tpu'"),
+    (
+        "freeze without an encoder",
+        lambda r: r,
+        {},
+        {"freeze_encoder_epochs": 2},
+        TrainingError,
+        r"unet_brats names no encoder .*freeze_encoder_epochs and layer_decay do not apply",
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "prepare", "model", "config", "error", "message"), CASES, ids=[c[0] for c in CASES])
+def test_refused_before_anything_is_written(what, prepare, model, config, error, message, tiny_data, tmp_path):
+    root = prepare(_copy(tiny_data, tmp_path))
+    before = snapshot(tmp_path)
+    with pytest.raises(error, match=message):
+        Trainer(tiny_model(**model), root, tiny_config(tmp_path / "run", **config)).fit()
+    assert snapshot(tmp_path) == before
+
+
+def test_run_folders_are_never_overwritten_by_accident(tiny_data, tmp_path):
+    data = _copy(tiny_data, tmp_path)
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    for output, options, message in [
+        (taken, {}, r"output .*taken is not empty \(notes.txt\); pass --resume .* or --overwrite"),
+        (taken, {"overwrite": True}, r"holds files but is not a medseg-zoo run .*refusing to delete them"),
+        (data / "run", {}, r"overlaps the data set"),
+        (tmp_path / "fresh", {"resume": True}, r"resume: .*fresh is not a run folder"),
+    ]:
+        with pytest.raises(TrainingError, match=message):
+            Trainer(tiny_model(), data, tiny_config(output), **options).fit()
+    assert snapshot(tmp_path) == before
+
+
+def test_resume_refuses_a_damaged_state(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_model(), tiny_data, tiny_config(run, epochs=1)).fit()
+    state = run / "trainer_state.pt"
+    state.write_bytes(state.read_bytes()[:1000])
+    before = snapshot(run)
+    with pytest.raises(TrainingError, match=r"resume: cannot read .*trainer_state.pt .*damaged or from another run"):
+        Trainer(tiny_model(), tiny_data, tiny_config(run, epochs=2), resume=True).fit()
+    assert snapshot(run) == before
+    state.unlink()
+    with pytest.raises(TrainingError, match=r"has no completed epoch \(trainer_state.pt is missing\)"):
+        Trainer(tiny_model(), tiny_data, tiny_config(run, epochs=2), resume=True)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--resume"], r"--resume: .* is not a run folder"),
+        ([], r"give --data and --model \(or --checkpoint\), or --resume"),
+        (["--model", "unet_brats", "--data", "nowhere"], r"nowhere: no such folder"),
+        (["--model", "unet_brats", "--data", "."], r"not a data set folder"),
+        (["--model", "unetr_bratz", "--data", "."], r"unknown model 'unetr_bratz'. Did you mean 'unetr_brats'"),
+        (["--recipe", "fast", "--model", "unet_brats", "--data", "."], r"unknown recipe 'fast'"),
+        (["--model", "unet_brats", "--data", ".", "--epochs", "0"], r"epochs=0 \(expected an integer >= 1\)"),
+    ],
+)
+def test_cli_errors_exit_2_with_the_message(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--output", str(tmp_path / "run"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("medseg-zoo: error: ") and "Traceback" not in err
+    assert re.search(message, err), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_roi_larger_than_every_volume_is_said(tiny_data, tmp_path):
+    trainer = Trainer(tiny_model(roi_size=(64, 64, 64)), tiny_data, tiny_config(tmp_path / "run"))
+    assert any("roi 64x64x64 is larger than every training volume on the model grid" in w for w in trainer.warnings)
+    assert not any("roi" in w for w in Trainer(tiny_model(), tiny_data, tiny_config(tmp_path / "run")).warnings)
