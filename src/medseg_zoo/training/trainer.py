@@ -255,7 +255,7 @@ class Trainer:
         if (roi > np.round(largest)).any():
             self.warnings.append(
                 f"warning: the roi {'x'.join(map(str, roi))} is larger than every training volume on the model grid "
-                f"(largest {'x'.join(str(int(round(v))) for v in largest)}): crops are zero-padded to the roi; a "
+                f"(largest {'x'.join(f'{v:.0f}' for v in largest)}): crops are zero-padded to the roi; a "
                 "smaller roi trains faster (create_model(..., roi_size=...))"
             )
 
