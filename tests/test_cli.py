@@ -99,5 +99,8 @@ def test_predict_one_case_from_channel_files(msd_dataset, checkpoint, tmp_path):
 def test_predict_errors_are_hints(checkpoint, tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(checkpoint), "-i", str(tmp_path / "no.nii.gz"), "-o", "x.nii.gz"]) == 2
     assert "no.nii.gz: file not found" in capsys.readouterr().err
-    assert main(["predict", "-m", "unetr_brats", "-i", "a.nii.gz", "-o", "b.nii.gz"]) == 2
+    (tmp_path / "a.nii.gz").write_bytes(b"")  # inputs and outputs are checked first, then the model
+    assert (
+        main(["predict", "-m", "unetr_brats", "-i", str(tmp_path / "a.nii.gz"), "-o", str(tmp_path / "b.nii.gz")]) == 2
+    )
     assert "the weights of unetr_brats are not published yet" in capsys.readouterr().err

@@ -108,6 +108,11 @@ def create_model(
 
 
 def _check_overrides(cfg: ModelConfig, overrides: dict[str, Any]) -> None:
+    if overrides.get("spatial_dims", 3) != 3:
+        value = overrides["spatial_dims"]
+        raise InvalidOverrideError(
+            f"{cfg.name}: medseg-zoo models work on 3-D volumes; spatial_dims must be 3, got {value!r}"
+        )
     params = inspect.signature(cfg.builder).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return

@@ -52,6 +52,8 @@ def get_config(name: str) -> ModelConfig:
     Raises:
         UnknownModelError: If the name is not registered; the message lists the closest names.
     """
+    if not isinstance(name, str):
+        raise UnknownModelError(f"a model name is a string such as 'unetr_brats', got {name!r}; see list_models()")
     try:
         return _REGISTRY[name]
     except KeyError:

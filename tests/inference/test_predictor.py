@@ -78,7 +78,7 @@ def test_kinds(echo, tmp_path):
     regions = np.asarray(predict(echo, source, kind="regions", amp=False).dataobj)
     assert regions.shape == (20, 20, 12, 3) and regions.dtype == np.uint8
     np.testing.assert_array_equal(regions[..., 2], label == 3)
-    with pytest.raises(ValueError, match="output must be 'labels', 'probabilities' or 'regions', got 'masks'"):
+    with pytest.raises(ValueError, match="kind must be 'labels', 'probabilities' or 'regions', got 'masks'"):
         predict(echo, source, kind="masks")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 from medseg_zoo._factory import create_model
@@ -25,6 +26,9 @@ def _cases(inputs: list[str]) -> list[tuple[str, object]]:
         if len(channel_items) != len(inputs):
             raise InputError(f"mix of NAME=path channel inputs and plain inputs: {inputs}; give one case's channels")
         mapping = dict(item.split("=", 1) for item in channel_items)
+        for path in map(Path, mapping.values()):
+            if not path.is_file():
+                raise InputError(f"{path}: file not found")
         first = Path(next(iter(mapping.values())))
         return [(re.sub(r"_\d{4}$", "", _stem(first)), mapping)]  # nnU-Net's CASE_0000 names the case CASE
     cases = []
@@ -35,28 +39,78 @@ def _cases(inputs: list[str]) -> list[tuple[str, object]]:
             if not files:
                 raise InputError(f"{path}: folder holds no .nii or .nii.gz files")
             cases += [(_stem(p), p) for p in files]
+        elif not path.is_file():
+            raise InputError(f"{path}: file not found")
         else:
             cases.append((_stem(path), path))
     return cases
 
 
-def _predict(args: argparse.Namespace) -> None:
+def _outputs(cases: list[tuple[str, object]], output: str) -> list[Path]:
+    """One output path per case, refused before any work when ambiguous, clashing or replacing an input."""
+    from medseg_zoo.inference.io import NIFTI_SUFFIXES, InputError, check_output, input_paths
+
+    target = Path(output)
+    single = target.name.endswith(NIFTI_SUFFIXES)
+    if single and len(cases) > 1:
+        raise InputError(
+            f"-o {output} names one file but there are {len(cases)} inputs ({', '.join(n for n, _ in cases[:4])}"
+            f"{', ...' if len(cases) > 4 else ''}); give a folder for -o"
+        )
+    if not single and target.suffix and not target.is_dir():
+        raise InputError(f"-o {output}: expected a .nii.gz / .nii file name for one input, or a folder")
+    if target.exists() and not target.is_dir() and not single:
+        raise InputError(f"-o {output} is a file; expected a folder for several inputs")
+    outputs = [target] if single else [target / f"{name}.nii.gz" for name, _ in cases]
+    seen: dict[Path, str] = {}
+    for (_, inputs), out in zip(cases, outputs, strict=True):
+        key = out.resolve()
+        if key in seen:
+            raise InputError(
+                f"inputs {seen[key]} and {_describe(inputs)} would both be written to {out}; rename one or predict "
+                "them into different folders"
+            )
+        seen[key] = _describe(inputs)
+    every_input = [p for _, inputs in cases for p in input_paths(inputs)]
+    for out in outputs:
+        check_output(out, every_input)
+    return outputs
+
+
+def _describe(inputs: object) -> str:
+    return ", ".join(f"{k}={v}" for k, v in inputs.items()) if isinstance(inputs, dict) else str(inputs)
+
+
+def _predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from medseg_zoo.hub import from_pretrained
-    from medseg_zoo.inference import Predictor
+    from medseg_zoo.inference import InputError, Predictor
 
-    model = from_pretrained(args.checkpoint) if args.checkpoint else create_model(args.model, pretrained=True)
     cases = _cases(args.inputs)
-    single_file = len(cases) == 1 and args.output.endswith((".nii.gz", ".nii"))
+    outputs = _outputs(cases, args.output)
     amp = {"auto": None, "on": True, "off": False}[args.amp]
+    model = from_pretrained(args.checkpoint) if args.checkpoint else create_model(args.model, pretrained=True)
     predictor = Predictor(
         model, device=args.device, overlap=args.overlap, tta=args.tta, amp=amp, progress=len(cases) == 1
     )
-    for name, inputs in tqdm(cases, desc="cases", unit="case", disable=len(cases) == 1):
-        out = Path(args.output) if single_file else Path(args.output) / f"{name}.nii.gz"
-        predictor(inputs, out, kind=args.kind)
+    failed = []
+    for (name, inputs), out in tqdm(
+        list(zip(cases, outputs, strict=True)), desc="cases", unit="case", disable=len(cases) == 1
+    ):
+        if args.skip_existing and out.exists():
+            print(f"{out} (exists, skipped)")
+            continue
+        try:
+            predictor(inputs, out, kind=args.kind)
+        except InputError as exc:  # one bad case does not stop the others
+            failed.append(f"{name}: {exc}")
+            continue
         print(out)
+    if failed:
+        print(f"medseg-zoo: {len(failed)} of {len(cases)} case(s) failed:", *failed, sep="\n  ", file=sys.stderr)
+        return 1
+    return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -82,6 +136,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-o", "--output", required=True, help="output .nii.gz for one case, else a folder")
     p.add_argument("--kind", choices=["labels", "regions", "probabilities"], default="labels")
+    p.add_argument("--skip-existing", action="store_true", help="leave outputs that exist (resume a long batch)")
     p.add_argument("--tta", action="store_true", help="average over the 8 flips (8x slower)")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default 0.5)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")

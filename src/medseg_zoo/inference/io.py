@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from medseg_zoo._atomic import atomic_write
+from medseg_zoo._contract import channel_order
 from medseg_zoo.errors import MedsegZooError
 
-__all__ = ["InputError", "Inputs", "Volume", "load_volume", "save_nifti"]
+__all__ = ["InputError", "Inputs", "Volume", "check_output", "input_paths", "load_volume", "save_nifti"]
 
 AFFINE_TOLERANCE_MM = 1e-3
 
@@ -54,6 +55,16 @@ def _read(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     return data, img
 
 
+def _check_affine(affine: np.ndarray, source: str) -> None:
+    """A voxel-to-world matrix must be finite with non-zero voxel sizes on independent axes."""
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        sizes = ", ".join(f"{v:.3g}" for v in np.sqrt((np.nan_to_num(affine[:3, :3]) ** 2).sum(axis=0)))
+        raise InputError(
+            f"{source}: the affine is singular or not finite (voxel sizes {sizes} mm): expected a voxel-to-world "
+            f"matrix with non-zero voxel sizes; fix the file's qform/sform. Affine:\n{affine}"
+        )
+
+
 def _finite(data: np.ndarray, source: str) -> None:
     bad = ~np.isfinite(data)
     if bad.any():
@@ -73,19 +84,32 @@ def load_volume(inputs: Inputs, channels: Sequence[str]) -> Volume:
             mismatched grids, NaN/inf voxels. The message names the file and what was expected.
     """
     names = ", ".join(channels)
+    expected = "a 4-D NIfTI path, {channel name: path} or an (array, affine) tuple"
     if isinstance(inputs, tuple):
+        if len(inputs) != 2:
+            raise InputError(f"array input: a tuple of {len(inputs)} items; expected {expected}")
         array, affine = inputs
-        data = np.asarray(array.detach().cpu() if isinstance(array, torch.Tensor) else array, dtype=np.float32)
-        affine = np.asarray(affine, dtype=np.float64)
+        try:
+            data = np.asarray(array.detach().cpu() if isinstance(array, torch.Tensor) else array, dtype=np.float32)
+            affine = np.asarray(affine, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"array input: not numbers ({exc}); expected {expected}") from None
         if data.ndim != 4 or data.shape[0] != len(channels) or affine.shape != (4, 4):
             raise InputError(
                 f"array input: shape {data.shape} with affine {affine.shape}; expected ({len(channels)}, X, Y, Z) "
                 f"channels first ({names}) and a 4x4 affine"
             )
+        _check_affine(affine, "array input")
         _finite(data, "array input")
         return Volume(data, affine, None, "array input")
+    if not isinstance(inputs, str | os.PathLike | Mapping):
+        what = f"a {type(inputs).__name__} of {len(inputs)} items" if hasattr(inputs, "__len__") else repr(inputs)
+        raise InputError(f"prediction input: {what}; expected {expected} (one case per call)")
 
     if isinstance(inputs, Mapping):
+        order = channel_order(tuple(inputs), tuple(channels))  # T1c for T1gd, T1 for T1w, ... in any order
+        if order is not None:
+            inputs = {c: inputs[list(inputs)[i]] for c, i in zip(channels, order, strict=True)}
         missing = [c for c in channels if c not in inputs]
         extra = [c for c in inputs if c not in channels]
         if missing or extra:
@@ -109,6 +133,7 @@ def load_volume(inputs: Inputs, channels: Sequence[str]) -> Volume:
                 )
             _finite(data, str(path))
             arrays.append(data)
+        _check_affine(first[1].affine, str(first[0]))
         return Volume(np.stack(arrays), first[1].affine, first[1].header.copy(), str(first[0]))
 
     path = Path(inputs)
@@ -121,6 +146,7 @@ def load_volume(inputs: Inputs, channels: Sequence[str]) -> Volume:
             f"{path}: image shape {data.shape} {found}; expected a 4-D image (X, Y, Z, {len(channels)}) with "
             f"channels {names}, or one 3-D file per channel"
         )
+    _check_affine(img.affine, str(path))
     _finite(data, str(path))
     # A channels-first view of the file's (X, Y, Z, C) order: the preprocessing copies it anyway.
     return Volume(np.moveaxis(data, -1, 0), img.affine, img.header.copy(), str(path))
@@ -140,3 +166,45 @@ def save_nifti(data: np.ndarray, reference: Volume, path: str | os.PathLike) -> 
         img.set_qform(reference.header.get_qform(), code=int(reference.header["qform_code"]))
         img.set_sform(reference.header.get_sform(), code=int(reference.header["sform_code"]))
     return atomic_write(path, lambda tmp: nib.save(img, tmp))
+
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def input_paths(inputs: Inputs) -> list[Path]:
+    """The files a prediction input reads (none for arrays)."""
+    if isinstance(inputs, Mapping):
+        return [Path(p) for p in inputs.values()]
+    if isinstance(inputs, str | os.PathLike):
+        return [Path(inputs)]
+    return []
+
+
+def _same(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output(output: str | os.PathLike, inputs: Sequence[Path] = ()) -> Path:
+    """Refuse, before any work, an output path that would replace an input, is not a NIfTI file name, is a
+    folder, or cannot be written.
+
+    Raises:
+        InputError: Naming the path and what was expected.
+    """
+    path = Path(output)
+    if not path.name.endswith(NIFTI_SUFFIXES):
+        raise InputError(f"output {path}: expected a file name ending in .nii.gz or .nii")
+    if path.is_dir():
+        raise InputError(f"output {path} is an existing folder; expected a file name ending in .nii.gz or .nii")
+    for source in inputs:
+        if _same(path, source):
+            raise InputError(f"output {path} is the input {source}: refusing to replace an input; choose another path")
+    parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"output {path}: {parent} is not a writable folder")
+    return path

@@ -18,7 +18,7 @@ from torch import nn
 
 from medseg_zoo._contract import config_of
 from medseg_zoo._device import amp_dtype, resolve_device
-from medseg_zoo.inference.io import Inputs, Volume, load_volume, save_nifti
+from medseg_zoo.inference.io import InputError, Inputs, Volume, check_output, input_paths, load_volume, save_nifti
 from medseg_zoo.inference.sliding import sliding_window_stream
 from medseg_zoo.transforms.labels import get_scheme, regions_to_labels
 from medseg_zoo.transforms.presets import preprocessing_transforms
@@ -29,6 +29,8 @@ __all__ = ["Predictor", "predict"]
 Output = Literal["labels", "probabilities", "regions"]
 CHANNEL_CHUNK = 2  # probability channels resampled to the input grid at a time: bounds memory for many classes
 PROBABILITY_BUDGET = 1 << 30  # bytes of model-grid probabilities; above, labels are decided on the model grid
+MAX_GRID_VOXELS = 1 << 30  # model-grid voxels per channel beyond which an input is refused
+MAX_UPSAMPLING = 512  # model-grid voxels per input voxel (8x per axis) refused above 16 M voxels: a wrong header
 
 
 class Predictor:
@@ -171,6 +173,7 @@ class Predictor:
         """
         if output not in ("labels", "probabilities", "regions"):
             raise ValueError(f"output must be 'labels', 'probabilities' or 'regions', got {output!r}")
+        self._check_grid(volume)
         image = MetaTensor(torch.from_numpy(volume.data), affine=torch.as_tensor(volume.affine))
         pre = self.preprocess({"image": image})["image"]
         x = pre.as_tensor()[None]
@@ -211,6 +214,22 @@ class Predictor:
                 index[better] = c.start + offset
         return self._finish(index, output, n)
 
+    def _check_grid(self, volume: Volume) -> None:
+        """Refuse inputs whose resampled grid would be huge (usually voxel sizes wrong in the header)."""
+        if self.contract.spacing is None:
+            return
+        shape = np.asarray(volume.data.shape[1:], dtype=float)
+        sizes = np.sqrt((np.asarray(volume.affine)[:3, :3] ** 2).sum(axis=0))
+        target = float(np.prod(shape * sizes) / np.prod(self.contract.spacing))
+        ratio = target / float(np.prod(shape))
+        if target > MAX_GRID_VOXELS or (target > 1 << 24 and ratio > MAX_UPSAMPLING):
+            raise InputError(
+                f"{volume.source}: {'x'.join(f'{int(v)}' for v in shape)} voxels of "
+                f"{' x '.join(f'{v:.3g}' for v in sizes)} mm would become ~{target:.3g} voxels ({ratio:.3g}x as "
+                f"many) at the model's spacing {self.contract.spacing} mm; refusing (limits: {MAX_GRID_VOXELS:.3g} "
+                f"voxels, or {MAX_UPSAMPLING}x upsampling above 16 M voxels). Check the voxel sizes in the header"
+            )
+
     def _finish(self, decided: np.ndarray, output: Output, n: int) -> np.ndarray:
         """Masks ``(C, X, Y, Z)`` (sigmoid) or class indices ``(X, Y, Z)`` (softmax) -> the requested output."""
         scheme = get_scheme(self.contract.label_scheme) if self.contract.label_scheme else None
@@ -233,12 +252,20 @@ class Predictor:
 
         Args:
             inputs: See :func:`medseg_zoo.inference.io.load_volume`.
-            output: NIfTI path to write.
+            output: NIfTI path to write; refused before any work if it is an input, a folder, not a
+                ``.nii``/``.nii.gz`` name, or not writable.
             kind: ``"labels"``, ``"regions"`` or ``"probabilities"``.
 
         Returns:
             The prediction as a NIfTI image on the input's grid, with the input's affine and header.
+
+        Raises:
+            InputError: A bad input or output (the message names the file and what was expected).
         """
+        if kind not in ("labels", "probabilities", "regions"):
+            raise ValueError(f"kind must be 'labels', 'probabilities' or 'regions', got {kind!r}")
+        if output is not None:
+            check_output(output, input_paths(inputs))
         volume = load_volume(inputs, self.contract.in_channels)
         data = self.predict_volume(volume, kind)
         if output is not None:
