@@ -77,8 +77,17 @@ def test_cache_then_offline_with_no_request(hub, tmp_path, source_model, bundle_
 
 def test_offline_without_cache(hub, tmp_path, bundle_entry, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(WeightsError, match="not in the cache and the Hub cannot be reached"):
+    with pytest.raises(WeightsError, match="not in the cache and offline mode is on"):
         mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)
+
+
+def test_unreachable_hub_fails_in_seconds_with_one_message(hub, tmp_path, bundle_entry, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(WeightsError) as info:
+        mz.create_model("segresnet_brats", pretrained=True, cache_dir=tmp_path)
+    message = str(info.value)
+    assert "not in the cache and the Hub at 127.0.0.1:9 cannot be reached" in message
+    assert "download it once on a machine with network access" in message and "medseg-zoo download" not in message
 
 
 @pytest.mark.parametrize(

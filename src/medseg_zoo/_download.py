@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -30,7 +31,10 @@ from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import WeightSource
 from medseg_zoo.errors import MedsegZooError
 
-__all__ = ["WeightsError", "cache_root", "evict", "fetch", "record_hash"]
+__all__ = ["WeightsError", "cache_root", "evict", "fetch", "reachable", "record_hash"]
+
+PROBE_SECONDS = 3.0  # a host that does not answer a TCP connection within this is taken as unreachable
+_probed: dict[tuple[str, int], str | None] = {}
 
 
 class WeightsError(MedsegZooError, OSError):
@@ -78,6 +82,29 @@ def evict(path: Path) -> None:
     blob.unlink(missing_ok=True)
 
 
+def reachable(url: str) -> str | None:
+    """``None`` when a TCP connection to ``url``'s host opens within a few seconds, else why not.
+
+    huggingface_hub retries an unreachable host for ~25 s; this answers in at most ``PROBE_SECONDS``, once per
+    host and process.
+    """
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80)
+    if (host, port) not in _probed:
+        try:
+            socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
+            _probed[host, port] = None
+        except OSError as exc:
+            _probed[host, port] = f"{host}:{port} cannot be reached ({exc.strerror or type(exc).__name__})"
+    return _probed[host, port]
+
+
+_NO_NETWORK = (
+    "download it once on a machine with network access (it is kept in the cache: HF_HOME, or cache_dir), or set "
+    "HF_ENDPOINT to a reachable mirror"
+)
+
+
 def _fetch_url(source: WeightSource, cache_dir: str | os.PathLike | None, local_files_only: bool) -> Path:
     """A file hosted outside the Hub, downloaded once into ``<cache root>/downloads``."""
     url = source.url
@@ -86,7 +113,10 @@ def _fetch_url(source: WeightSource, cache_dir: str | os.PathLike | None, local_
     if path.exists():
         return path
     if local_files_only or huggingface_hub.constants.HF_HUB_OFFLINE:
-        raise WeightsError(f"{url}: not in the cache and offline mode is on; download it once with network access")
+        raise WeightsError(f"{url}: not in the cache and offline mode is on; {_NO_NETWORK}")
+    problem = reachable(url)
+    if problem:
+        raise WeightsError(f"{url}: not in the cache and {problem}; {_NO_NETWORK}")
 
     def download(tmp: str) -> None:
         with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
@@ -122,6 +152,10 @@ def fetch(
     if source.url is not None:
         return _verify(_fetch_url(source, cache_dir, local_files_only), source, cache_dir)
     where = f"{source.repo_id} (revision {source.revision}, file {source.filename})"
+    problem = None
+    if not (local_files_only or huggingface_hub.constants.HF_HUB_OFFLINE):
+        problem = reachable(huggingface_hub.constants.ENDPOINT)
+        local_files_only = problem is not None  # the cached copy, if any, without ~25 s of retries
     try:
         path = Path(
             hf_hub_download(
@@ -134,10 +168,8 @@ def fetch(
             )
         )
     except LocalEntryNotFoundError:  # before EntryNotFoundError, its base class
-        raise WeightsError(
-            f"{where}: not in the cache and the Hub cannot be reached (offline mode or no network); download it "
-            "once with network access, e.g. `medseg-zoo download <model>`"
-        ) from None
+        why = f"the Hub at {problem}" if problem else "offline mode is on (HF_HUB_OFFLINE or local_files_only)"
+        raise WeightsError(f"{where}: not in the cache and {why}; {_NO_NETWORK}") from None
     except RepositoryNotFoundError:
         raise WeightsError(f"{where}: the repository does not exist on the Hub (or needs a token)") from None
     except RevisionNotFoundError:

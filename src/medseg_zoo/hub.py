@@ -24,7 +24,7 @@ from medseg_zoo._registry import get_config
 from medseg_zoo.errors import InvalidOverrideError, MedsegZooError
 from medseg_zoo.transforms.labels import LabelScheme
 
-__all__ = ["CheckpointError", "from_pretrained", "push_to_hub", "save_pretrained"]
+__all__ = ["CheckpointError", "HubError", "from_pretrained", "push_to_hub", "save_pretrained"]
 
 HUB_PREFIX = "hf-hub:"
 
@@ -36,6 +36,10 @@ FORMAT_VERSION = 1
 
 class CheckpointError(MedsegZooError, ValueError):
     """A checkpoint folder that is incomplete, malformed, or does not fit its architecture."""
+
+
+class HubError(MedsegZooError, OSError):
+    """The Hub cannot be reached or refuses a request (pushing a model)."""
 
 
 def _model_card(cfg: ModelConfig, info: dict[str, Any]) -> str:
@@ -233,16 +237,29 @@ def push_to_hub(
 ) -> str:
     """Publish a model as ``config.json`` + ``model.safetensors`` + ``README.md`` to a Hub repository (created if
     needed). Returns the commit URL; load it back with ``from_pretrained("hf-hub:" + repo_id)``."""
+    import huggingface_hub
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
+    from medseg_zoo._download import reachable
+
+    config_of(model)
+    endpoint = huggingface_hub.constants.ENDPOINT
+    problem = "offline mode is on (HF_HUB_OFFLINE)" if huggingface_hub.constants.HF_HUB_OFFLINE else reachable(endpoint)
+    if problem:
+        raise HubError(f"cannot push to {repo_id}: {problem}; pushing needs network access to {endpoint}")
     api = HfApi()
-    api.create_repo(repo_id, token=token, private=private, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        save_pretrained(model, tmp)
-        info = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=tmp,
-            token=token,
-            commit_message=commit_message or f"Upload {config_of(model).name} with medseg-zoo",
-        )
+    try:
+        api.create_repo(repo_id, token=token, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            save_pretrained(model, tmp)
+            info = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=tmp,
+                token=token,
+                commit_message=commit_message or f"Upload {config_of(model).name} with medseg-zoo",
+            )
+    except (HfHubHTTPError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise HubError(f"cannot push to {repo_id} on {endpoint}: {first} (a write token: `hf auth login`)") from None
     return str(getattr(info, "commit_url", info))

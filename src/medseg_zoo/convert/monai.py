@@ -89,6 +89,31 @@ def convert_unetr(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
     return map_keys(state_dict, _RULES, source="MONAI UNETR")
 
 
+def _resolve(value: object, config: dict, where: str, depth: int = 0) -> object:
+    """A bundle config value with its ``@name`` references (``@a::b`` / ``@a#b`` for nested items) replaced by
+    the items they name; expressions (``$...``) and macros (``%...``) are bundle code, which is never run."""
+    if isinstance(value, list):
+        return [_resolve(v, config, where, depth) for v in value]
+    if not isinstance(value, str):
+        return value
+    if value.startswith(("$", "%")):
+        raise ConversionError(
+            f"{where} is {value!r}, a bundle expression or macro; medseg-zoo does not run bundle code: write its "
+            "value into the bundle's configs/inference.json"
+        )
+    if not value.startswith("@"):
+        return value
+    if depth > 16:
+        raise ConversionError(f"{where}: the references starting at {value!r} go round in a circle")
+    node: object = config
+    for part in value[1:].replace("::", "#").split("#"):
+        try:
+            node = node[int(part)] if isinstance(node, list) else node[part]  # type: ignore[index]
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise ConversionError(f"{where} refers to {value!r}, which the config does not define") from None
+    return _resolve(node, config, where, depth + 1)
+
+
 # Constructor arguments that old bundles pass but the current MONAI classes reject or ignore.
 _STALE_ARGS = {"SwinUNETR": {"img_size"}}
 
@@ -113,9 +138,11 @@ def load_monai_bundle(folder: str | os.PathLike, model_name: str) -> nn.Module:
         if not path.is_file():
             raise ConversionError(f"{path}: not found; a MONAI bundle holds configs/inference.json and models/model.pt")
     try:
-        network = dict(json.loads(config_path.read_text())["network_def"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        config = json.loads(config_path.read_text())
+        network = dict(config["network_def"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ConversionError(f"{config_path}: no network_def ({type(exc).__name__}: {exc})") from None
+    network = {k: _resolve(v, config, f"{config_path}: network_def[{k!r}]") for k, v in network.items()}
     cfg = get_config(model_name)
     target = str(network.pop("_target_", "")).rsplit(".", 1)[-1]
     if target != cfg.builder.__name__:

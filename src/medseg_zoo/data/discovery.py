@@ -78,10 +78,22 @@ def _normalise(name: str) -> str:
     return re.sub(r"[\s_-]+", " ", name.lower().replace("tumor", "tumour")).strip()
 
 
-def _scheme(labels: LabelScheme, label_scheme: str | LabelScheme | None) -> LabelScheme:
-    """The explicit scheme if given; else a built-in edition whose label names match exactly; else ``labels``."""
-    if label_scheme is not None:
+def _named(label_scheme: str | LabelScheme) -> LabelScheme:
+    try:
         return get_scheme(label_scheme)
+    except KeyError as exc:
+        raise DataSetError(str(exc.args[0])) from None
+
+
+def _scheme(root: Path, meta: dict, label_scheme: str | LabelScheme | None) -> LabelScheme:
+    """The explicit scheme if given; else a built-in edition whose label names match the dataset.json's exactly;
+    else the dataset.json's labels as exclusive classes."""
+    if label_scheme is not None:
+        return _named(label_scheme)
+    try:
+        labels = scheme_from_dataset_json(meta, root.name)
+    except ValueError as exc:
+        raise DataSetError(f"{root / 'dataset.json'}: {exc}; or pass label_scheme") from None
     names = {v: _normalise(n) for v, n in labels.labels.items()}
     for candidate in map(get_scheme, list_schemes()):
         if candidate.name != "monai_tutorial" and {v: _normalise(n) for v, n in candidate.labels.items()} == names:
@@ -114,14 +126,25 @@ def _channels(root: Path, meta: dict, key: str) -> tuple[str, ...]:
 
 def _msd(root: Path, meta: dict, label_scheme: str | LabelScheme | None) -> DataSet:
     channels = _channels(root, meta, "modality")
+    training = meta.get("training")
+    if not isinstance(training, list):
+        raise DataSetError(
+            f"{root / 'dataset.json'}: 'training' must be a list of image/label entries, got {training!r}"
+        )
     cases = []
-    for entry in meta.get("training", []):
-        if not isinstance(entry, dict) or "image" not in entry:
-            raise DataSetError(f"{root / 'dataset.json'}: training entries need 'image' and 'label', got {entry!r}")
+    for entry in training:
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("image"), str)
+            or not isinstance(entry.get("label", ""), str | type(None))
+        ):
+            raise DataSetError(
+                f"{root / 'dataset.json'}: training entries need 'image' and 'label' paths (strings), got {entry!r}"
+            )
         image = (root / entry["image"]).resolve()
         label = (root / entry["label"]).resolve() if entry.get("label") else None
         cases.append(Case(_strip(image.name), (image,), label))
-    scheme = _scheme(scheme_from_dataset_json(meta, root.name), label_scheme)
+    scheme = _scheme(root, meta, label_scheme)
     test = _single_files(root / "imagesTs", root / "labelsTs")
     return DataSet(root, "msd", tuple(sorted(cases, key=lambda c: c.name)), channels, scheme, test)
 
@@ -161,7 +184,7 @@ def _nnunet(root: Path, meta: dict, label_scheme: str | LabelScheme | None) -> D
         raise DataSetError(f"{root}: nnU-Net layout without an imagesTr folder")
     cases = _channel_files(root / "imagesTr", root / "labelsTr", ending, len(channels))
     test = _channel_files(root / "imagesTs", root / "labelsTs", ending, len(channels))
-    scheme = _scheme(scheme_from_dataset_json(meta, root.name), label_scheme)
+    scheme = _scheme(root, meta, label_scheme)
     return DataSet(root, "nnunet", cases, channels, scheme, test)
 
 
@@ -184,7 +207,7 @@ def _pairs(root: Path, channels: tuple[str, ...] | None, label_scheme: str | Lab
         count = first.shape[3] if first is not None and len(first.shape) == 4 else 1
         channels = tuple(f"channel_{i}" for i in range(count))
     test = _single_files(root / "imagesTs", root / "labelsTs")
-    return DataSet(root, "pairs", cases, tuple(channels), get_scheme(label_scheme), test)
+    return DataSet(root, "pairs", cases, tuple(channels), _named(label_scheme), test)
 
 
 def discover(

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from medseg_zoo._atomic import atomic_write
+from medseg_zoo.data.discovery import DataSetError
 
 __all__ = ["MODALITIES", "make_case", "make_dataset"]
 
@@ -127,13 +128,41 @@ def make_case(shape: Sequence[int] = (96, 96, 96), seed: int = 0) -> tuple[np.nd
     return image, label, affine
 
 
+def _check_existing(out: Path, seed: int, shape: tuple[int, ...]) -> None:
+    """A folder may be completed by the same settings, never mixed with other data."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise DataSetError(f"{out} is a file; expected a folder for the synthetic data set")
+    meta_path = out / "dataset.json"
+    if not meta_path.exists():
+        if any(out.iterdir()):
+            raise DataSetError(f"{out} holds other files; write the synthetic data set into an empty or new folder")
+        return
+    try:
+        made = json.loads(meta_path.read_text()).get("synthetic")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        made = None
+    if not isinstance(made, dict):
+        raise DataSetError(
+            f"{out} holds another data set (its dataset.json is not the generator's); use another folder"
+        )
+    if made.get("seed") != seed or tuple(made.get("shape", ())) != shape:
+        raise DataSetError(
+            f"{out} holds synthetic cases of seed {made.get('seed')} and shape {tuple(made.get('shape', ()))}; "
+            f"asked for seed {seed} and shape {shape}: use another folder, or the same settings to complete it"
+        )
+
+
 def make_dataset(
     out_dir: str | os.PathLike, n_cases: int = 8, shape: Sequence[int] = (96, 96, 96), seed: int = 0
 ) -> Path:
     """Write a BraTS-like data set in MSD Task01 layout: ``dataset.json``, ``imagesTr/``, ``labelsTr/``.
 
     Images are 4-D NIfTI (X, Y, Z, 4 modalities), labels 3-D with the ``msd_task01`` values. Every file is
-    written atomically; cases already present are kept, so an interrupted run can simply be repeated.
+    written atomically; cases already present are kept, so an interrupted run can simply be repeated. The seed
+    and shape are recorded in dataset.json, and a folder made with other settings (or holding other files) is
+    refused.
 
     Args:
         out_dir: Folder to create or complete.
@@ -143,10 +172,17 @@ def make_dataset(
 
     Returns:
         The data-set folder.
+
+    Raises:
+        DataSetError: If the folder holds other data, or synthetic cases of another seed or shape.
     """
-    if n_cases < 1:
-        raise ValueError(f"n_cases must be at least 1, got {n_cases}")
+    if isinstance(n_cases, bool) or not isinstance(n_cases, int) or n_cases < 1:
+        raise ValueError(f"n_cases must be a positive integer, got {n_cases!r}")
+    shape = tuple(shape)
+    if len(shape) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 8 for s in shape):
+        raise ValueError(f"shape must be three integers >= 8, got {shape!r}")
     out = Path(out_dir)
+    _check_existing(out, seed, shape)
     (out / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out / "labelsTr").mkdir(parents=True, exist_ok=True)
     training = []
@@ -163,6 +199,7 @@ def make_dataset(
     dataset = {
         "name": "SyntheticBraTS",
         "description": f"Synthetic BraTS-like data from medseg_zoo.data.synthetic (seed {seed})",
+        "synthetic": {"seed": seed, "shape": list(shape)},
         "tensorImageSize": "4D",
         "modality": {str(i): m for i, m in enumerate(MODALITIES)},
         "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},

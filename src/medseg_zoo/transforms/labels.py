@@ -303,8 +303,15 @@ class _SchemeMapd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[key] = self.convert(d[key])
+            try:
+                d[key] = self.convert(d[key])
+            except ValueError as exc:  # name the file: MONAI's wrapper only names the transform
+                source = getattr(d[key], "meta", {}).get("filename_or_obj", f"key {key!r}")
+                raise ValueError(f"{source}: {exc}") from None
         return d
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(keys={list(self.keys)}, scheme={self.scheme.name!r})"
 
 
 class LabelsToRegionsd(_SchemeMapd):
