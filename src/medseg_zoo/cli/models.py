@@ -58,9 +58,19 @@ def _download(args: argparse.Namespace) -> None:
 
 
 def _convert(args: argparse.Namespace) -> None:
-    from medseg_zoo.convert import convert_checkpoint
-    from medseg_zoo.hub import save_pretrained
+    from medseg_zoo.convert import ConversionError, convert_checkpoint
+    from medseg_zoo.hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, save_pretrained
 
+    to = Path(args.to)
+    if to.exists() and not to.is_dir():
+        raise ConversionError(f"--to {to} is a file; expected a folder for config.json and model.safetensors")
+    foreign = (
+        sorted(p.name for p in to.iterdir() if p.name not in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME))
+        if to.is_dir()
+        else []
+    )
+    if foreign:
+        raise ConversionError(f"--to {to} holds other files ({', '.join(foreign[:5])}); choose an empty or new folder")
     model = convert_checkpoint(args.source, args.source_format, args.model)
     print(save_pretrained(model, args.to))
 
