@@ -1,8 +1,10 @@
 """medseg-zoo: a model zoo for 3D medical image segmentation.
 
 ```python
-from medseg_zoo import create_model, list_models
-model = create_model("unetr_brats")
+from medseg_zoo import create_model, predict, Trainer, TrainConfig
+model = create_model("segresnet_brats", pretrained=True)
+predict(model, "case.nii.gz", output="seg.nii.gz")
+Trainer(create_model("unet_brats"), "Task01_BrainTumour", TrainConfig(output="runs/unet")).fit()
 ```
 """
 
@@ -12,18 +14,23 @@ from medseg_zoo._download import WeightsError
 from medseg_zoo._factory import create_model
 from medseg_zoo._registry import list_models, model_info, register_model
 from medseg_zoo.errors import (
+    DeviceError,
     InvalidOverrideError,
     MedsegZooError,
     PretrainedUnavailableError,
+    TrainingError,
     UnknownModelError,
 )
-from medseg_zoo.hub import CheckpointError, from_pretrained, push_to_hub, save_pretrained
+from medseg_zoo.hub import CheckpointError, HubError, from_pretrained, push_to_hub, save_pretrained
 from medseg_zoo.inference import InputError, Predictor, predict
+from medseg_zoo.training import TrainConfig, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "DeviceError",
+    "HubError",
     "InputError",
     "InvalidOverrideError",
     "MedsegZooError",
@@ -31,6 +38,9 @@ __all__ = [
     "Predictor",
     "PretrainedUnavailableError",
     "TaskContract",
+    "TrainConfig",
+    "Trainer",
+    "TrainingError",
     "UnknownModelError",
     "WeightSource",
     "WeightsError",

@@ -5,6 +5,8 @@ MONAI already implements this conv network well, so the zoo registers its class 
 
 from __future__ import annotations
 
+import dataclasses
+
 from monai.networks.nets import UNet
 
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
@@ -39,6 +41,28 @@ register_model(
         },
         notes="The seed tutorial's baseline: monai UNet(3, 4, 3, channels=(16, 32, 64, 128, 256), "
         "strides=(2, 2, 2, 2), num_res_units=2).",
+        tiny_args=_TINY,
+        stem=_STEM,
+        head=_HEAD,
+    )
+)
+
+register_model(
+    ModelConfig(
+        name="unet_brats_small",
+        builder=UNet,
+        model_args={"spatial_dims": 3, "channels": (16, 32, 64, 128), "strides": (2, 2, 2), "num_res_units": 1},
+        contract=dataclasses.replace(BRATS_MSD_CONTRACT, roi_size=(64, 64, 64)),
+        weights=(
+            WeightSource(
+                repo_id="medseg-zoo/unet_brats_small",
+                recipe="medseg-zoo demo trains it on synthetic BraTS-like data in minutes; no published weights",
+            ),
+        ),
+        license="Apache-2.0",
+        paper=_PAPER,
+        notes="The demo's network: the seed's residual UNet at a quarter of its width and depth (4 levels, one "
+        "residual unit each) and a 64^3 roi, so that it learns the synthetic tumours in minutes on two CPU cores.",
         tiny_args=_TINY,
         stem=_STEM,
         head=_HEAD,

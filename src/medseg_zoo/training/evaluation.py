@@ -17,7 +17,7 @@ from tqdm import tqdm
 from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import config_of
 from medseg_zoo.data.discovery import Case
-from medseg_zoo.inference.io import load_volume
+from medseg_zoo.inference.io import load_volume, save_nifti
 from medseg_zoo.inference.predictor import Predictor
 from medseg_zoo.metrics import EMPTY_POLICY, dice, hd95
 from medseg_zoo.transforms.labels import LabelScheme, labels_to_regions
@@ -94,8 +94,13 @@ def evaluate(
     amp: bool | str | None = None,
     overlap: float = 0.5,
     progress: bool = False,
+    predictions: str | os.PathLike | None = None,
 ) -> Evaluation:
     """Predict every case on its own grid (as ``predict`` does) and score it against its label file.
+
+    With a label scheme in the model's contract, the label map is predicted (and written to ``predictions`` when
+    given, as ``<case>.nii.gz`` with the input's grid and header) and that label map is scored, so the numbers are
+    those of the files a user gets; without one, the output channels are scored.
 
     Args:
         model: A zoo model.
@@ -105,6 +110,7 @@ def evaluate(
         amp: Mixed precision, as for :class:`~medseg_zoo.inference.Predictor`.
         overlap: Sliding-window overlap.
         progress: A progress bar over cases.
+        predictions: A folder for the predicted label maps.
 
     Raises:
         ValueError: If a case has no label, or the scheme does not give the model's outputs.
@@ -116,13 +122,22 @@ def evaluate(
         raise ValueError(f"cases without a label file cannot be evaluated: {', '.join(unlabelled)}")
     if not cases:
         raise ValueError("no cases to evaluate")
+    own = contract.scheme
+    if predictions is not None and own is None:
+        raise ValueError("the model's contract names no label scheme, so it predicts no label maps to write")
     predictor = Predictor(model, device=device, amp=amp, overlap=overlap)
     scored = foreground(contract.out_channels, scheme)
     index = [contract.out_channels.index(c) for c in scored]
     rows = []
     for case in tqdm(cases, desc="evaluate", unit="case", disable=not progress):
         volume = load_volume(_inputs(case, contract.in_channels), contract.in_channels)
-        predicted = np.moveaxis(predictor.predict_volume(volume, "regions"), -1, 0)[index]
+        if own is None:
+            predicted = np.moveaxis(predictor.predict_volume(volume, "regions"), -1, 0)[index]
+        else:
+            labels = predictor.predict_volume(volume, "labels")
+            if predictions is not None:
+                save_nifti(labels, volume, Path(predictions) / f"{case.name}.nii.gz")
+            predicted = labels_to_regions(labels, own)[index]
         label = nib.load(case.label)
         truth = labels_to_regions(np.asarray(label.dataobj).reshape(label.shape[:3]), scheme)[index]
         spacing = np.sqrt((np.asarray(volume.affine)[:3, :3] ** 2).sum(axis=0))
