@@ -34,12 +34,6 @@ def test_unknown_model_exits_2_with_a_hint(capsys):
     assert "Did you mean 'unetr_brats'" in capsys.readouterr().err
 
 
-def test_demo_says_it_is_not_built_and_lists_models(capsys):
-    assert main(["demo"]) == 0
-    out = capsys.readouterr().out
-    assert "not built yet" in out and "unetr_monai" in out
-
-
 def test_console_script_is_installed():
     exe = Path(sys.executable).parent / "medseg-zoo"
     assert exe.exists(), f"the medseg-zoo console script is not installed at {exe}"

@@ -24,7 +24,7 @@ from medseg_zoo._atomic import atomic_write
 from medseg_zoo._device import resolve_device
 from medseg_zoo._factory import create_model
 from medseg_zoo._registry import get_config
-from medseg_zoo.data.discovery import DataSet, discover
+from medseg_zoo.data.discovery import discover
 from medseg_zoo.data.synthetic import make_dataset
 from medseg_zoo.errors import TrainingError
 from medseg_zoo.hub import from_pretrained
@@ -59,11 +59,13 @@ def _check_output(output: Path, overwrite: bool) -> None:
 def run_demo(
     output: str | os.PathLike = "demo-output",
     *,
-    minutes: float = 3.0,
+    minutes: float = 2.5,
     device: str = "auto",
     model: str = DEMO_MODEL,
     overwrite: bool = False,
     progress: bool = True,
+    cases: int = CASES,
+    shape: tuple[int, int, int] = SHAPE,
 ) -> dict[str, Any]:
     """Write the synthetic data set, train ``model`` within ``minutes``, segment and score the held-out cases.
 
@@ -78,6 +80,8 @@ def run_demo(
         model: A registered model reading FLAIR, T1w, T1gd, T2w and writing TC, WT, ET.
         overwrite: Replace a folder that holds other files.
         progress: Progress bars and messages.
+        cases: Synthetic cases to write (the last four are held out).
+        shape: Their voxel grid.
 
     Returns:
         The summary (also written to ``summary.json``).
@@ -87,6 +91,8 @@ def run_demo(
     """
     if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not minutes > 0:
         raise TrainingError(f"--minutes must be a positive number of minutes, got {minutes!r}")
+    if cases < HELD_OUT + 3:
+        raise TrainingError(f"the demo needs at least {HELD_OUT + 3} cases ({HELD_OUT} held out), got {cases}")
     cfg = get_config(model)
     device = str(resolve_device(device))
     out = Path(output)
@@ -99,8 +105,8 @@ def run_demo(
     (out / MARKER).touch()
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    say(f"1/3 data: {CASES} synthetic BraTS-like cases in {out / 'data'} (MSD layout; some LPS or anisotropic)")
-    root = make_dataset(out / "data", n_cases=CASES, shape=SHAPE, seed=SEED)
+    say(f"1/3 data: {cases} synthetic BraTS-like cases in {out / 'data'} (MSD layout; some LPS or anisotropic)")
+    root = make_dataset(out / "data", n_cases=cases, shape=shape, seed=SEED)
     full = discover(root)
     train = dataclasses.replace(full, cases=full.cases[:-HELD_OUT])
     held_out = full.cases[-HELD_OUT:]
@@ -110,7 +116,9 @@ def run_demo(
     torch.manual_seed(0)
     net = create_model(model)
     parameters = sum(p.numel() for p in net.parameters())
-    say(f"2/3 training {model} ({parameters / 1e6:.2f} M parameters) for up to {minutes:g} min on {device}: {cfg.notes}")
+    say(
+        f"2/3 training {model} ({parameters / 1e6:.2f} M parameters) for up to {minutes:g} min on {device}: {cfg.notes}"
+    )
     config = TrainConfig(
         output=str(out / "run"), epochs=1000, val_every=5, max_minutes=minutes, device=device, progress=progress
     )
@@ -156,13 +164,16 @@ def _table(summary: dict[str, Any], channels: list[str]) -> str:
     rows += [[r["case"], *(f"{r[f'dice_{c}']:.3f}" for c in channels)] for r in summary["cases"]]
     rows.append(["mean", *(f"{summary['mean'][f'dice_{c}']:.3f}" for c in channels)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
+    lines = [
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows
+    ]
     return "\n".join(lines)
 
 
-def _canonical(path: Path) -> np.ndarray:
+def _canonical(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The volume in RAS voxel order (display orientation) and its voxel sizes."""
     img = nib.as_closest_canonical(nib.load(path))
-    return np.asarray(img.dataobj)
+    return np.asarray(img.dataobj), img.header.get_zooms()[:3]
 
 
 def overlay(case: Any, prediction: str | os.PathLike, path: str | os.PathLike) -> Path:
@@ -179,21 +190,24 @@ def overlay(case: Any, prediction: str | os.PathLike, path: str | os.PathLike) -
 
     from medseg_zoo.transforms.labels import labels_to_regions
 
-    flair = _canonical(case.images[0])[..., 0].astype(np.float32)
-    truth = labels_to_regions(_canonical(case.label), "msd_task01")
-    predicted = labels_to_regions(_canonical(Path(prediction)), "msd_task01")
-    centre = [int(round(v)) for v in np.argwhere(truth[1]).mean(axis=0)] if truth[1].any() else [s // 2 for s in flair.shape]
-    planes = {  # name -> (index into the volume, axis labels)
-        "axial": ((slice(None), slice(None), centre[2]), ("R", "A")),
-        "coronal": ((slice(None), centre[1], slice(None)), ("R", "S")),
-        "sagittal": ((centre[0], slice(None), slice(None)), ("A", "S")),
+    image, zooms = _canonical(case.images[0])
+    flair = image[..., 0].astype(np.float32)
+    truth = labels_to_regions(_canonical(case.label)[0], "msd_task01")
+    predicted = labels_to_regions(_canonical(Path(prediction))[0], "msd_task01")
+    centre = [s // 2 for s in flair.shape]  # through the whole tumour's centre where there is one
+    if truth[1].any():
+        centre = np.rint(np.argwhere(truth[1]).mean(axis=0)).astype(int).tolist()
+    planes = {  # name -> (index into the volume, axis labels, voxel height / width)
+        "axial": ((slice(None), slice(None), centre[2]), ("R", "A"), zooms[1] / zooms[0]),
+        "coronal": ((slice(None), centre[1], slice(None)), ("R", "S"), zooms[2] / zooms[0]),
+        "sagittal": ((centre[0], slice(None), slice(None)), ("A", "S"), zooms[2] / zooms[1]),
     }
     fig = Figure(figsize=(12, 4.6))
     fig.subplots_adjust(left=0.02, right=0.98, top=0.86, bottom=0.14, wspace=0.05)
     axes = fig.subplots(1, 3)
     scale = np.percentile(flair[flair > 0], 99) if (flair > 0).any() else 1.0
-    for ax, (name, (index, (right, up))) in zip(axes, planes.items(), strict=True):
-        ax.imshow(flair[index].T, cmap="gray", origin="lower", vmin=0, vmax=scale)
+    for ax, (name, (index, (right, up), aspect)) in zip(axes, planes.items(), strict=True):
+        ax.imshow(flair[index].T, cmap="gray", origin="lower", vmin=0, vmax=scale, aspect=aspect)
         for regions, colour in ((truth, TRUTH), (predicted, PREDICTION)):
             for channel, region in enumerate(("TC", "WT", "ET")):
                 mask = regions[channel][index].T

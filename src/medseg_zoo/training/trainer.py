@@ -25,6 +25,7 @@ import os
 import random
 import re
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -217,6 +218,7 @@ class Trainer:
         self.overwrite = overwrite
         self.history: list[dict[str, float]] = []
         self.epoch = 0
+        self.horizon = config.epochs  # epochs the learning-rate schedule spans
         self.best = -math.inf
         self.stale = 0
         self._prepared = False
@@ -505,7 +507,6 @@ class Trainer:
         """The schedule of one group as a function of the optimiser step: warm-up, then poly / cosine / constant;
         0 for the encoder while it is frozen."""
         c = self.config
-        total = max(1, c.epochs * self.steps_per_epoch)
         warmup = c.warmup_epochs * self.steps_per_epoch
         frozen = c.freeze_encoder_epochs * self.steps_per_epoch if group["encoder"] else 0
 
@@ -514,6 +515,7 @@ class Trainer:
                 return 0.0
             if step < warmup:
                 return (step + 1) / warmup
+            total = max(1, self.horizon * self.steps_per_epoch)  # the budget may shorten the run as it goes
             t = min(1.0, (step - warmup) / max(1, total - warmup))
             if c.schedule == "poly":
                 return (1 - t) ** 0.9
@@ -552,7 +554,7 @@ class Trainer:
         while self.epoch < config.epochs:
             if config.max_minutes is not None and durations:
                 expected = time.perf_counter() - started + max(durations[-3:])
-                if expected > config.max_minutes * 60:
+                if self._agree(expected > config.max_minutes * 60):
                     logger.info(
                         "stopping before epoch %d: the next epoch would pass the %g min budget",
                         self.epoch + 1,
@@ -566,8 +568,12 @@ class Trainer:
             if validated:
                 row |= self.validate()
             row["seconds"] = time.perf_counter() - epoch_start
-            self._end_epoch(row)
             durations.append(row["seconds"])
+            if config.max_minutes is not None:  # the schedule ends where the budget is expected to end
+                left = config.max_minutes * 60 - (time.perf_counter() - started)
+                fits = self.epoch + 1 + max(0, int(left // statistics.mean(durations)))
+                self.horizon = int(self._agree(min(config.epochs, fits)))
+            self._end_epoch(row)
             if config.early_stopping is not None and self.stale >= config.early_stopping:
                 logger.info("early stopping: %d validations without a better mean Dice", self.stale)
                 break
@@ -736,6 +742,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "best": self.best,
             "stale": self.stale,
+            "horizon": self.horizon,
             "history": self.history,
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -765,6 +772,7 @@ class Trainer:
                 "the file is damaged or from another run: start again with --overwrite"
             ) from None
         self.epoch, self.best, self.stale = int(state["epoch"]), float(state["best"]), int(state["stale"])
+        self.horizon = int(state["horizon"])
         self.history = [dict(r) for r in state["history"]]
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():
@@ -817,6 +825,14 @@ class Trainer:
                 if key != "epoch":
                     self._writer.add_scalar(key, value, int(row["epoch"]))
             self._writer.flush()
+
+    def _agree(self, value: float) -> float:
+        """Rank 0's value on every process (decisions from timings, which differ between processes)."""
+        if self.world > 1:
+            shared = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
+            dist.broadcast(shared, src=0)
+            return shared.item()
+        return value
 
     def _barrier(self) -> None:
         if self.world > 1 and dist.is_initialized():
