@@ -161,3 +161,15 @@ def test_evaluate_scores_each_case_on_its_own_grid(tiny_data, tmp_path):
     lines = path.read_text().splitlines()
     assert lines[0].startswith("case,dice_TC,dice_WT,dice_ET,hd95_TC") and lines[-1].startswith("mean,")
     assert "HD95 in mm; empty masks: both empty: Dice 1" in str(result)
+
+
+def test_a_tiny_model_learns_the_synthetic_tumours(tmp_path):
+    """The loop learns: a 3-level UNet of 8-32 channels reaches mean Dice > 0.7 on held-out cases in ~20 s."""
+    from medseg_zoo.data import make_dataset
+
+    root = make_dataset(tmp_path / "data", n_cases=8, shape=(48, 48, 40), seed=5)
+    model = tiny_model(roi_size=(32, 32, 32), channels=(8, 16, 32))
+    config = tiny_config(tmp_path / "run", epochs=60, val_every=30, seed=1)
+    history = Trainer(model, root, config).fit()
+    assert history[-1]["mean_dice"] > 0.7, history[-1]
+    assert history[-1]["train_loss"] < history[0]["train_loss"] / 2
