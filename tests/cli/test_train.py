@@ -74,7 +74,7 @@ def test_a_killed_run_leaves_a_loadable_checkpoint_and_resumes(tiny_data, tiny_c
     command += ["--data", str(tiny_data), "--output", str(run), "--epochs", "6", "--val-every", "1", "--no-progress"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
-    while not (run / "trainer_state.pt").exists() and process.poll() is None and time.time() < deadline:
+    while not (run / "metrics.csv").exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     assert process.poll() is None, process.stderr.read().decode()
     process.send_signal(signal.SIGKILL)  # in the second epoch: no handler runs, no chance to tidy up

@@ -1,0 +1,67 @@
+"""The README's Python runs as written: pretrained weights from the fake Hub (a generated bundle of the same
+layout), a synthetic case, a small lesion data set; training shortened to one epoch."""
+
+import functools
+import json
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.networks.nets import SegResNet
+
+import medseg_zoo as mz
+from medseg_zoo._registry import get_config, register_model
+from medseg_zoo.data.synthetic import make_case
+from tests.test_pretrained import REPO, _pt, _without_md5
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def python_blocks(path: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), re.S)
+
+
+def _lesion_data(root: Path) -> None:
+    """An MSD-layout data set of one T1 channel and background/lesion labels."""
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    training = []
+    for i in range(4):
+        image, label, affine = make_case((32, 32, 32), seed=i)
+        nib.save(nib.Nifti1Image(image[..., 1], affine), root / "imagesTr" / f"les_{i}.nii.gz")
+        nib.save(nib.Nifti1Image((label > 0).astype(np.uint8), affine), root / "labelsTr" / f"les_{i}.nii.gz")
+        training.append({"image": f"./imagesTr/les_{i}.nii.gz", "label": f"./labelsTr/les_{i}.nii.gz"})
+    meta = {"modality": {"0": "T1"}, "labels": {"0": "background", "1": "lesion"}, "training": training}
+    (root / "dataset.json").write_text(json.dumps(meta))
+
+
+@pytest.fixture
+def readme_world(hub, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    bundle = SegResNet(blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1), init_filters=16, in_channels=4, out_channels=3)
+    hub.add(REPO, {"models/model.pt": _pt(bundle.state_dict()), "configs/inference.json": b"{}"})
+    cfg = get_config("segresnet_brats")
+    register_model(_without_md5(cfg), overwrite=True)  # the generated file cannot have the real bundle's md5
+    monkeypatch.chdir(tmp_path)
+    image, _, affine = make_case((32, 32, 32), seed=9)
+    nib.save(nib.Nifti1Image(image, affine), tmp_path / "case_0001.nii.gz")
+    _lesion_data(tmp_path / "MyLesions")
+    monkeypatch.setattr(mz, "TrainConfig", functools.partial(mz.TrainConfig, epochs=1, progress=False))
+    yield tmp_path
+    register_model(cfg, overwrite=True)
+
+
+def test_readme_python_runs(readme_world):
+    (block,) = python_blocks(README)
+    exec(compile(block, str(README), "exec"), {})
+    seg = nib.load(readme_world / "seg.nii.gz")
+    case = nib.load(readme_world / "case_0001.nii.gz")
+    assert seg.shape == case.shape[:3] and np.allclose(seg.affine, case.affine)
+    assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 4}  # BraTS 2018 values
+    best = mz.from_pretrained(readme_world / "runs" / "lesions" / "best")
+    contract = best.pretrained_cfg.contract
+    assert contract.in_channels == ("T1",) and contract.out_channels == ("background", "lesion")
+    assert contract.activation == "softmax" and contract.scheme.labels == {0: "background", 1: "lesion"}
