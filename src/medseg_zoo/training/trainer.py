@@ -198,10 +198,8 @@ class Trainer:
         self.warnings = [str(p) for p in report.problems]
         self.scheme = data_scheme(cfg.contract, self.dataset.scheme)
         outputs = self.scheme.channels if self.scheme.exclusive else cfg.contract.out_channels
-        contract = dataclasses.replace(cfg.contract, out_channels=outputs, label_scheme=_scheme_value(self.scheme))
-        model.pretrained_cfg = cfg.replace(contract=contract)
+        self.contract = dataclasses.replace(cfg.contract, out_channels=outputs, label_scheme=_scheme_value(self.scheme))
         self.model = model
-        self.contract = contract
         self._check_model_options(cfg)
 
         self._run_config = self._read_run() if resume else None
@@ -349,9 +347,12 @@ class Trainer:
             if self._run_config is None:
                 self._write_run_config()
         self._barrier()
-        for warning in self.warnings:
-            logger.warning(warning)
+        if self.is_main:
+            for warning in self.warnings:
+                logger.warning(warning)
 
+        # The trained model's outputs map to the data's labels: its checkpoints carry the data's label scheme.
+        self.model.pretrained_cfg = config_of(self.model).replace(contract=self.contract)
         self.model.to(self.device)
         self.loss = self.build_loss()
         self.optimizer = self.build_optimizer(self._parameter_groups())
@@ -712,7 +713,7 @@ class Trainer:
                 row["train_loss"],
                 "".join(f", {k.removeprefix('dice_')} {v:.4f}" for k, v in row.items() if k.startswith("dice_"))
                 + (f", mean Dice {row['mean_dice']:.4f}" if "mean_dice" in row else ""),
-                row["samples_per_second"] * self.world,
+                row["samples_per_second"],
                 row["seconds"],
                 " (best)" if improved else "",
             )
