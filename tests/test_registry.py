@@ -35,7 +35,10 @@ def test_generic_name_requires_channels():
 
 
 def test_pretrained_without_published_weights_names_the_recipe():
-    with pytest.raises(PretrainedUnavailableError, match=r"not published yet .*medseg-zoo train unetr_brats"):
+    with pytest.raises(
+        PretrainedUnavailableError,
+        match=r"not published yet .*medseg-zoo train --model unetr_brats --recipe unetr_brats",
+    ):
         mz.create_model("unetr_brats", pretrained=True)
     with pytest.raises(PretrainedUnavailableError, match=r"unetr has no pretrained weights"):
         mz.create_model("unetr", pretrained=True, in_channels=1, out_channels=2)

@@ -30,7 +30,9 @@ register_model(
         weights=(
             WeightSource(
                 repo_id="medseg-zoo/unet_brats",
-                recipe="medseg-zoo train unet_brats on MSD Task01_BrainTumour (the seed tutorial's recipe)",
+                recipe="medseg-zoo train --model unet_brats --recipe unet_brats --data Task01_BrainTumour "
+                "--output runs/unet_brats "
+                "(the seed tutorial's recipe on MSD Task01)",
             ),
         ),
         license="Apache-2.0",

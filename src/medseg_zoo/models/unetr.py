@@ -203,7 +203,9 @@ register_model(
         weights=(
             WeightSource(
                 repo_id="medseg-zoo/unetr_brats",
-                recipe="medseg-zoo train unetr_brats on MSD Task01_BrainTumour (the seed tutorial's recipe)",
+                recipe="medseg-zoo train --model unetr_brats --recipe unetr_brats --data Task01_BrainTumour "
+                "--output runs/unetr_brats "
+                "(the seed tutorial's recipe on MSD Task01)",
             ),
         ),
         license="Apache-2.0",
@@ -232,7 +234,9 @@ register_model(
         weights=(
             WeightSource(
                 repo_id="medseg-zoo/unetr_monai",
-                recipe="medseg-zoo train unetr_monai on MSD Task01_BrainTumour (the seed tutorial's recipe)",
+                recipe="medseg-zoo train --model unetr_monai --recipe unetr_monai --data Task01_BrainTumour "
+                "--output runs/unetr_monai "
+                "(the seed tutorial's recipe on MSD Task01)",
             ),
         ),
         license="Apache-2.0",
