@@ -1,7 +1,6 @@
 """The README's Python runs as written: pretrained weights from the fake Hub (a generated bundle of the same
 layout), a synthetic case, a small lesion data set; training shortened to one epoch."""
 
-import functools
 import json
 import re
 from pathlib import Path
@@ -18,6 +17,11 @@ from medseg_zoo.data.synthetic import make_case
 from tests.test_pretrained import REPO, _pt, _without_md5
 
 README = Path(__file__).parents[1] / "README.md"
+
+
+def _one_epoch(**settings):
+    """TrainConfig as the pages call it, shortened to one epoch whatever they ask for."""
+    return mz.training.TrainConfig(**{**settings, "epochs": 1, "progress": False})
 
 
 def python_blocks(path: Path) -> list[str]:
@@ -49,7 +53,7 @@ def readme_world(hub, tmp_path, monkeypatch):
     image, _, affine = make_case((32, 32, 32), seed=9)
     nib.save(nib.Nifti1Image(image, affine), tmp_path / "case_0001.nii.gz")
     _lesion_data(tmp_path / "MyLesions")
-    monkeypatch.setattr(mz, "TrainConfig", functools.partial(mz.TrainConfig, epochs=1, progress=False))
+    monkeypatch.setattr(mz, "TrainConfig", _one_epoch)
     yield tmp_path
     register_model(cfg, overwrite=True)
 
@@ -65,3 +69,36 @@ def test_readme_python_runs(readme_world):
     contract = best.pretrained_cfg.contract
     assert contract.in_channels == ("T1",) and contract.out_channels == ("background", "lesion")
     assert contract.activation == "softmax" and contract.scheme.labels == {0: "background", 1: "lesion"}
+
+
+DOCS = Path(__file__).parents[1] / "docs"
+# The pages whose Python runs, in the order a newcomer reads them: data, then training, then inference.
+PAGES = ["index.md", "api/data.md", "api/training.md", "api/inference.md"]
+
+
+@pytest.fixture
+def docs_world(tmp_path, monkeypatch):
+    """What the pages refer to: a synthetic Task01 folder, a case as one 4-D file and as channel files, imagesTs."""
+    from medseg_zoo.data import make_dataset
+
+    monkeypatch.chdir(tmp_path)
+    make_dataset("Task01_BrainTumour", n_cases=5, shape=(40, 40, 32), seed=4)
+    image, _, affine = make_case((40, 40, 32), seed=11)
+    nib.save(nib.Nifti1Image(image, affine), "case_0001.nii.gz")
+    for name, channel in zip(("f", "t1", "t1c", "t2"), range(4), strict=True):
+        nib.save(nib.Nifti1Image(image[..., channel], affine), f"{name}.nii.gz")
+    Path("imagesTs").mkdir()
+    for i in range(2):
+        nib.save(nib.Nifti1Image(make_case((32, 32, 32), seed=20 + i)[0], affine), f"imagesTs/case_{i}.nii.gz")
+    monkeypatch.setattr(mz, "TrainConfig", _one_epoch)  # the pages' models at full size, one epoch on small volumes
+    yield tmp_path
+    mz._registry._REGISTRY.pop("unetr_liver", None)  # registered by index.md
+
+
+def test_docs_python_runs_in_reading_order(docs_world):
+    for page in PAGES:
+        for block in python_blocks(DOCS / page):
+            exec(compile(block, str(DOCS / page), "exec"), {})
+    assert sorted(p.name for p in (docs_world / "predictions").iterdir()) == ["case_0.nii.gz", "case_1.nii.gz"]
+    assert (docs_world / "runs" / "unet" / "best" / "model.safetensors").is_file()
+    assert mz.model_info("unetr_liver")["contract"]["normalization"] == "clip_scale:-175:250"
