@@ -173,7 +173,7 @@ def test_adaptation_for_fine_tuning(hub, tmp_path, source_model, bundle_entry, c
 
 
 def test_unpublished_weights_name_the_recipe():
-    with pytest.raises(mz.PretrainedUnavailableError, match="medseg-zoo train unet_brats"):
+    with pytest.raises(mz.PretrainedUnavailableError, match="medseg-zoo train --model unet_brats --recipe unet_brats"):
         mz.create_model("unet_brats", pretrained=True)
 
 
