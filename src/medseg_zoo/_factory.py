@@ -15,7 +15,7 @@ from medseg_zoo._contract import Activation, ModelConfig, TaskContract
 from medseg_zoo._registry import get_config, list_models
 from medseg_zoo.errors import InvalidOverrideError, PretrainedUnavailableError
 
-__all__ = ["create_model"]
+__all__ = ["count_parameters", "create_model"]
 
 if TYPE_CHECKING:
     from medseg_zoo.transforms.labels import LabelScheme
@@ -105,6 +105,19 @@ def create_model(
             model, cfg, contract, cache_dir=cache_dir, token=token, local_files_only=local_files_only
         )
     return model
+
+
+def count_parameters(name: str) -> int:
+    """Parameters of a registered configuration at full size, counted without allocating its weights."""
+    import torch
+
+    channels = {} if get_config(name).contract else {"in_channels": 1, "out_channels": 2}
+    try:
+        with torch.device("meta"):
+            model = create_model(name, **channels)
+    except RuntimeError:  # networks that compute values while built (SwinUNETR) cannot be built on meta
+        model = create_model(name, **channels)
+    return sum(p.numel() for p in model.parameters())
 
 
 def _check_overrides(cfg: ModelConfig, overrides: dict[str, Any]) -> None:

@@ -106,7 +106,7 @@ def run_demo(
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     say(f"1/3 data: {cases} synthetic BraTS-like cases in {out / 'data'} (MSD layout; some LPS or anisotropic)")
-    root = make_dataset(out / "data", n_cases=cases, shape=shape, seed=SEED)
+    root = make_dataset(out / "data", n_cases=cases, shape=shape, seed=SEED, progress=progress)
     full = discover(root)
     train = dataclasses.replace(full, cases=full.cases[:-HELD_OUT])
     held_out = full.cases[-HELD_OUT:]

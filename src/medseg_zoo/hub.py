@@ -24,7 +24,7 @@ from medseg_zoo._registry import get_config
 from medseg_zoo.errors import InvalidOverrideError, MedsegZooError
 from medseg_zoo.transforms.labels import LabelScheme
 
-__all__ = ["CheckpointError", "HubError", "from_pretrained", "push_to_hub", "save_pretrained"]
+__all__ = ["CheckpointError", "HubError", "from_pretrained", "model_card", "push_to_hub", "save_pretrained"]
 
 HUB_PREFIX = "hf-hub:"
 
@@ -42,9 +42,15 @@ class HubError(MedsegZooError, OSError):
     """The Hub cannot be reached or refuses a request (pushing a model)."""
 
 
-def _model_card(cfg: ModelConfig, info: dict[str, Any]) -> str:
+def model_card(cfg: ModelConfig, parameters: int, *, sources: bool = False) -> str:
+    """A markdown model card: architecture, task contract, metrics, use; with ``sources`` also where the
+    configuration's weights come from (registry pages; a saved fine-tuned model is not those weights)."""
     c = cfg.contract
     metrics = ", ".join(f"{k}: {v}" for k, v in cfg.metrics.items()) or "none reported"
+    weights = ["## Weights", ""] + [
+        f"- {w.location} ({w.format}): {w.notes or 'published'}" if w.published else f"- planned: {w.recipe}"
+        for w in cfg.weights
+    ]
     return "\n".join(
         [
             "---",
@@ -54,13 +60,13 @@ def _model_card(cfg: ModelConfig, info: dict[str, Any]) -> str:
             "---",
             f"# {cfg.name}",
             "",
-            f"Architecture: `{cfg.architecture}` ({info['parameters']:,} parameters). {cfg.paper}",
+            f"Architecture: `{cfg.architecture}` ({parameters:,} parameters). {cfg.paper}",
             "",
             "## Task contract",
             "",
             f"- Inputs, in order: {', '.join(c.in_channels)}",
             f"- Outputs: {', '.join(c.out_channels)} ({c.activation})",
-            f"- Label scheme: {c.label_scheme or 'none'}",
+            f"- Label scheme: {c.scheme.name if c.scheme else 'none'}",
             f"- Roi: {'x'.join(map(str, c.roi_size))} voxels; spacing {c.spacing} mm; orientation {c.orientation}",
             f"- Intensity normalisation: {c.normalization}",
             "",
@@ -70,6 +76,7 @@ def _model_card(cfg: ModelConfig, info: dict[str, Any]) -> str:
             "",
             cfg.notes,
             "",
+            *([*weights, ""] if sources and cfg.weights else []),
             "## Use",
             "",
             "```python",
@@ -113,7 +120,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
     }
     atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     atomic_write(out / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2, default=list)))
-    atomic_write(out / CARD_NAME, lambda tmp: Path(tmp).write_text(_model_card(cfg, info)))
+    atomic_write(out / CARD_NAME, lambda tmp: Path(tmp).write_text(model_card(cfg, info["parameters"])))
     return out
 
 

@@ -6,23 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
-from medseg_zoo._factory import create_model
+from medseg_zoo._factory import count_parameters, create_model
 from medseg_zoo._registry import get_config, list_models, model_info
 
 __all__ = ["add_commands", "model_table"]
-
-
-def _count_parameters(name: str) -> int:
-    cfg = get_config(name)
-    channels = {} if cfg.contract else {"in_channels": 1, "out_channels": 2}
-    try:
-        with torch.device("meta"):  # full-size counts without allocating weights
-            model = create_model(name, **channels)
-    except RuntimeError:  # networks that compute values while built (SwinUNETR) cannot be built on meta
-        model = create_model(name, **channels)
-    return sum(p.numel() for p in model.parameters())
 
 
 def model_table(pattern: str = "*", pretrained: bool = False) -> str:
@@ -37,7 +24,7 @@ def model_table(pattern: str = "*", pretrained: bool = False) -> str:
         io = f"{','.join(c.in_channels)} -> {outs} ({c.activation})" if c else "given by caller"
         roi = "x".join(map(str, c.roi_size if c else cfg.default_roi))
         weights = "published" if cfg.has_weights else ("planned" if cfg.weights else "-")
-        rows.append((name, io, roi, f"{_count_parameters(name) / 1e6:.1f}M", weights))
+        rows.append((name, io, roi, f"{count_parameters(name) / 1e6:.1f}M", weights))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
@@ -48,7 +35,7 @@ def _list(args: argparse.Namespace) -> None:
 
 def _info(args: argparse.Namespace) -> None:
     info = model_info(args.name)
-    info["parameters"] = _count_parameters(args.name)
+    info["parameters"] = count_parameters(args.name)
     print(json.dumps(info, indent=2, default=str))
 
 

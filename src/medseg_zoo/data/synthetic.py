@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from medseg_zoo._atomic import atomic_write
 from medseg_zoo.data.discovery import DataSetError
@@ -155,7 +156,12 @@ def _check_existing(out: Path, seed: int, shape: tuple[int, ...]) -> None:
 
 
 def make_dataset(
-    out_dir: str | os.PathLike, n_cases: int = 8, shape: Sequence[int] = (96, 96, 96), seed: int = 0
+    out_dir: str | os.PathLike,
+    n_cases: int = 8,
+    shape: Sequence[int] = (96, 96, 96),
+    seed: int = 0,
+    *,
+    progress: bool = False,
 ) -> Path:
     """Write a BraTS-like data set in MSD Task01 layout: ``dataset.json``, ``imagesTr/``, ``labelsTr/``.
 
@@ -169,6 +175,7 @@ def make_dataset(
         n_cases: Number of cases (``BRATS_000`` ...).
         shape: Voxel grid of every case.
         seed: Seed; the same seed gives the same data set.
+        progress: A progress bar over cases.
 
     Returns:
         The data-set folder.
@@ -186,7 +193,7 @@ def make_dataset(
     (out / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out / "labelsTr").mkdir(parents=True, exist_ok=True)
     training = []
-    for i in range(n_cases):
+    for i in tqdm(range(n_cases), desc="synthetic cases", unit="case", disable=not progress):
         name = f"BRATS_{i:03d}.nii.gz"
         image_path, label_path = out / "imagesTr" / name, out / "labelsTr" / name
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
