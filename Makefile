@@ -39,12 +39,12 @@ docs: $(DOCS_STAMP)
 	$(VENV)/bin/mkdocs build --strict
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff format --check src tests benchmarks
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks examples docs/_hooks
+	$(VENV)/bin/ruff check src tests benchmarks examples docs/_hooks
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format src tests benchmarks
-	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks examples docs/_hooks
+	$(VENV)/bin/ruff check --fix src tests benchmarks examples docs/_hooks
 
 clean:
 	rm -rf $(VENV) site build .pytest_cache .ruff_cache
