@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
-DOCS_STAMP := $(VENV)/.installed-docs
 
 .PHONY: test demo bench docs lint format clean
 
@@ -11,10 +10,6 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $@
-
-$(DOCS_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,docs]'
 	touch $@
 
 test: $(STAMP)
@@ -35,7 +30,7 @@ bench: $(STAMP) $(BENCH_WEIGHTS)
 	$(PY) benchmarks/bench_inference.py --weights $(BENCH_WEIGHTS) --repeats 5 --output docs/benchmarks.md
 	$(PY) benchmarks/bench_training.py --epochs 3 --output docs/benchmarks.md
 
-docs: $(DOCS_STAMP)
+docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict
 
 lint: $(STAMP)
