@@ -3,6 +3,8 @@ site is built, so the pages never drift from the code."""
 
 from __future__ import annotations
 
+from urllib.parse import urlparse
+
 from mkdocs.structure.files import File
 
 from medseg_zoo._factory import count_parameters
@@ -16,7 +18,7 @@ def _weights(name: str) -> str:
     cfg = get_config(name)
     if cfg.has_weights:
         source = next(w for w in cfg.weights if w.published)
-        return source.repo_id or source.url or ""
+        return f"Hub `{source.repo_id}`" if source.repo_id else f"download from {urlparse(source.url).hostname}"
     return "planned" if cfg.weights else "-"
 
 

@@ -98,7 +98,7 @@ class TaskContract:
             ``"clip_scale:<low>:<high>"`` (a CT window scaled to [0, 1]), ``"zscore_nonzero_rescale:<low>:<high>"``
             (z-score over non-zero voxels, then min-max to [low, high]) or ``"none"``.
         label_scheme: The label scheme (data set edition) the outputs map to: a built-in name, a
-            :class:`~medseg_zoo.transforms.LabelScheme` (a data set's own, e.g. from its dataset.json), or
+            `LabelScheme` (a data set's own, e.g. from its dataset.json), or
             ``None`` (outputs are class indices or bare regions).
 
     Raises:
@@ -288,7 +288,7 @@ def config_of(model: object, expected: str = "a model") -> ModelConfig:
     """The configuration a zoo model carries as ``pretrained_cfg``.
 
     Raises:
-        TypeError: If ``model`` was not built by :func:`medseg_zoo.create_model` or ``from_pretrained``.
+        TypeError: If ``model`` was not built by `medseg_zoo.create_model` or ``from_pretrained``.
     """
     cfg = getattr(model, "pretrained_cfg", None)
     if not isinstance(cfg, ModelConfig) or cfg.contract is None:

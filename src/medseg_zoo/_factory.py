@@ -51,7 +51,7 @@ def create_model(
     """Build a registered model.
 
     Args:
-        name: Registry name, see :func:`medseg_zoo.list_models`.
+        name: Registry name, see `medseg_zoo.list_models`.
         pretrained: Load the published weights of the configuration.
         in_channels: Input channels: a count, or the channel names in order. Required for generic
             architecture names (``"unetr"``, ``"unet"``); for task names it replaces the contract's channels.

@@ -1,8 +1,8 @@
 """The demo: synthetic BraTS-like data in, a model fine-tuned, segmentations out, offline on a CPU in minutes.
 
 Every step is the code a user runs: ``make_dataset`` writes an MSD-layout data set (cases on random grids, LPS and
-anisotropic ones among them), the :class:`~medseg_zoo.training.Trainer` trains on all but a few cases, and
-:func:`~medseg_zoo.training.evaluate` segments the held-out cases on their own grids, writes the NIfTI label maps
+anisotropic ones among them), the `Trainer` trains on all but a few cases, and
+`evaluate` segments the held-out cases on their own grids, writes the NIfTI label maps
 and scores them. The demo adds an overlay PNG per held-out case and a ``summary.json``.
 """
 
@@ -181,7 +181,7 @@ def overlay(case: Any, prediction: str | os.PathLike, path: str | os.PathLike) -
     contours (TC, WT, ET) in two colours; shown in RAS display orientation whatever the file's.
 
     Args:
-        case: A :class:`~medseg_zoo.data.Case` with a 4-D image (FLAIR first) and a ``msd_task01`` label.
+        case: A `Case` with a 4-D image (FLAIR first) and a ``msd_task01`` label.
         prediction: The predicted label map on the case's grid.
         path: The PNG to write.
     """

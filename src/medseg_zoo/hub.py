@@ -154,7 +154,7 @@ def from_pretrained(
     token: str | bool | None = None,
     local_files_only: bool = False,
 ) -> nn.Module:
-    """Rebuild a model saved by :func:`save_pretrained` and load its weights strictly.
+    """Rebuild a model saved by `save_pretrained` and load its weights strictly.
 
     Args:
         directory: A local folder, or ``"hf-hub:org/repo"`` / ``"hf-hub:org/repo@revision"`` on the Hub.

@@ -42,7 +42,7 @@ def _channels(pred: Mask, target: Mask) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def dice(pred: Mask, target: Mask) -> torch.Tensor:
-    """Dice of binary masks ``(C, ...)`` per channel, ``(C,)``; empty masks follow :data:`EMPTY_POLICY`."""
+    """Dice of binary masks ``(C, ...)`` per channel, ``(C,)``; empty masks follow `EMPTY_POLICY`."""
     p, t = _channels(pred, target)
     return compute_dice(p, t, include_background=True, ignore_empty=False)[0].cpu()
 
@@ -61,7 +61,7 @@ def hd95(pred: Mask, target: Mask, spacing: Sequence[float] | None = None) -> to
         target: Ground truth of the same shape.
         spacing: Voxel size in mm per spatial axis (1 mm by default).
 
-    Empty masks follow :data:`EMPTY_POLICY`.
+    Empty masks follow `EMPTY_POLICY`.
     """
     p, t = _channels(pred, target)
     spatial = tuple(p.shape[2:])

@@ -56,5 +56,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
-    """Console-script wrapper: exits with :func:`main`'s status."""
+    """Console-script wrapper: exits with `main`'s status."""
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""The train and evaluate commands: a thin layer over :class:`medseg_zoo.training.Trainer` and ``evaluate``."""
+"""The train and evaluate commands: a thin layer over `medseg_zoo.training.Trainer` and ``evaluate``."""
 
 from __future__ import annotations
 

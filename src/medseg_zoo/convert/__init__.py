@@ -24,7 +24,7 @@ def convert_checkpoint(source: str | os.PathLike, fmt: SourceFormat, model_name:
             self-attention-cv's UNETR (``"self-attention-cv"``), opened with ``torch.load(weights_only=True)``.
         fmt: The source layout.
         model_name: The registered configuration whose architecture receives the weights.
-        **create_args: Passed to :func:`medseg_zoo.create_model` (e.g. ``in_channels``, ``img_size``) for the
+        **create_args: Passed to `medseg_zoo.create_model` (e.g. ``in_channels``, ``img_size``) for the
             non-bundle formats.
     """
     from medseg_zoo._factory import create_model

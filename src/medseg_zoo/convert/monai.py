@@ -1,4 +1,4 @@
-"""MONAI ``UNETR`` checkpoints -> :class:`medseg_zoo.models.UNETR`.
+"""MONAI ``UNETR`` checkpoints -> `medseg_zoo.models.UNETR`.
 
 Covers ``proj_type`` conv and perceptron, ``conv_block`` true or false, ``res_block`` true or false, and
 checkpoints of every MONAI release: before 1.4, 1.4-1.5 (unused ``cross_attn.*`` weights) and 1.6 (unused

@@ -1,4 +1,4 @@
-"""self-attention-cv 1.2.3 ``UNETR`` checkpoints -> :class:`medseg_zoo.models.UNETR` (``unetr_brats`` layout)."""
+"""self-attention-cv 1.2.3 ``UNETR`` checkpoints -> `medseg_zoo.models.UNETR` (``unetr_brats`` layout)."""
 
 from __future__ import annotations
 

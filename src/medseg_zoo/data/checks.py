@@ -39,7 +39,7 @@ class Problem:
 
 @dataclass
 class CheckReport:
-    """The result of :func:`check_dataset`."""
+    """The result of `check_dataset`."""
 
     dataset: DataSet
     problems: list[Problem] = field(default_factory=list)
@@ -69,7 +69,7 @@ class CheckReport:
         return "\n".join([*lines, *(f"  {p}" for p in self.problems)])
 
     def raise_for_errors(self) -> None:
-        """Raise :class:`DataCheckError` with the report if any problem is an error."""
+        """Raise `DataCheckError` with the report if any problem is an error."""
         if not self.ok:
             raise DataCheckError(str(self))
 
@@ -220,7 +220,7 @@ def check_dataset(
     data's labels against the model's outputs and label scheme, each with the fix.
 
     Args:
-        dataset: From :func:`medseg_zoo.data.discover`.
+        dataset: From `medseg_zoo.data.discover`.
         model: A zoo model or a ``TaskContract`` the data is meant for.
         scheme: Label scheme to check the label values against; defaults to the data set's.
     """

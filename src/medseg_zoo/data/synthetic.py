@@ -69,7 +69,7 @@ def make_case(shape: Sequence[int] = (96, 96, 96), seed: int = 0) -> tuple[np.nd
     """One synthetic case.
 
     Returns:
-        ``image`` (X, Y, Z, 4) int16 in the order of :data:`MODALITIES`, ``label`` (X, Y, Z) uint8 in the
+        ``image`` (X, Y, Z, 4) int16 in the order of `MODALITIES`, ``label`` (X, Y, Z) uint8 in the
         ``msd_task01`` scheme, and the shared 4x4 ``affine``.
     """
     rng = np.random.default_rng(seed)

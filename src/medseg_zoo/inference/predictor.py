@@ -37,7 +37,7 @@ class Predictor:
     """Predicts volumes with one model or an ensemble, keeping the models loaded across calls.
 
     Args:
-        models: A model from :func:`medseg_zoo.create_model` / :func:`medseg_zoo.from_pretrained`, or several
+        models: A model from `medseg_zoo.create_model` / `medseg_zoo.from_pretrained`, or several
             with the same contract (their probabilities are averaged).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         overlap: Sliding-window overlap, in [0, 1).
@@ -251,7 +251,7 @@ class Predictor:
         """Predict one case; write it to ``output`` (atomically) if given.
 
         Args:
-            inputs: See :func:`medseg_zoo.inference.io.load_volume`.
+            inputs: See `medseg_zoo.inference.io.load_volume`.
             output: NIfTI path to write; refused before any work if it is an input, a folder, not a
                 ``.nii``/``.nii.gz`` name, or not writable.
             kind: ``"labels"``, ``"regions"`` or ``"probabilities"``.
@@ -292,6 +292,6 @@ def predict(
         inputs: A 4-D NIfTI path; ``{channel name: path}``; or ``(array (C, X, Y, Z), affine)``.
         output: NIfTI path to write (atomically).
         kind: ``"labels"`` (uint8, the contract's label scheme), ``"regions"`` or ``"probabilities"``.
-        **options: :class:`Predictor` options (``device``, ``overlap``, ``tta``, ``amp``, ...).
+        **options: `Predictor` options (``device``, ``overlap``, ``tta``, ``amp``, ...).
     """
     return Predictor(model, **options)(inputs, output, kind=kind)

@@ -54,7 +54,7 @@ class PointwiseConv3d(nn.Conv3d):
 def conv3d(
     in_channels: int, out_channels: int, kernel_size: int = 3, *, stride: int = 1, bias: bool = True
 ) -> nn.Conv3d:
-    """A 'same'-padded 3D convolution; pointwise ones use :class:`PointwiseConv3d`."""
+    """A 'same'-padded 3D convolution; pointwise ones use `PointwiseConv3d`."""
     if kernel_size == 1 and stride == 1:
         return PointwiseConv3d(in_channels, out_channels, bias=bias)
     return nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=bias)
@@ -80,7 +80,7 @@ class ConvNormAct(nn.Module):
         out_channels: ``C_out``.
         kernel_size: Cubic kernel size; padding keeps the size ('same').
         stride: Convolution stride.
-        norm: Normalisation name, see :func:`medseg_zoo.layers.get_norm`.
+        norm: Normalisation name, see `medseg_zoo.layers.get_norm`.
         act: Activation factory, or ``None`` for none.
         bias: Convolution bias (redundant before a normalisation; kept where checkpoints have it).
     """
@@ -158,7 +158,7 @@ class UnetrSkipBlock(nn.Module):
     """Projects transformer features of an intermediate layer up to a decoder resolution (UNETR's skip path).
 
     Shapes: ``(B, C_in, D, H, W) -> (B, C_out, 2^n D, 2^n H, 2^n W)`` with ``n = num_upsamples``. The first
-    upsampling changes the channels; each further one is optionally refined by a :class:`ResBlock` (MONAI's
+    upsampling changes the channels; each further one is optionally refined by a `ResBlock` (MONAI's
     ``conv_block=True``; self-attention-cv's UNETR chains bare transposed convolutions).
 
     Args:
@@ -203,7 +203,7 @@ class UnetrSkipBlock(nn.Module):
 
 
 class UnetrUpBlock(nn.Module):
-    """Decoder stage: 2x transposed-conv upsampling, concatenation with the skip, then a :class:`ResBlock`.
+    """Decoder stage: 2x transposed-conv upsampling, concatenation with the skip, then a `ResBlock`.
 
     Shapes: ``x (B, C_in, D, H, W)``, ``skip (B, C_skip, 2D, 2H, 2W) -> (B, C_out, 2D, 2H, 2W)``.
 

@@ -32,7 +32,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters) computed by :func:`linear`.
+    """``nn.Linear`` (same parameters) computed by `linear`.
 
     Shapes: ``(..., in_features) -> (..., out_features)``.
     """

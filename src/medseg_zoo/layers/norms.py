@@ -26,7 +26,7 @@ def get_norm(name: str, channels: int, **kwargs: Any) -> nn.Module:
         **kwargs: Passed to the torch layer (e.g. ``affine=True``, ``num_groups=4``, ``eps``).
 
     Raises:
-        ValueError: If ``name`` is not one of :data:`NORM_NAMES`.
+        ValueError: If ``name`` is not one of `NORM_NAMES`.
     """
     if name == "instance":
         return nn.InstanceNorm3d(channels, **kwargs)

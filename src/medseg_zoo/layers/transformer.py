@@ -16,7 +16,7 @@ __all__ = ["TransformerBlock", "TransformerEncoder"]
 
 
 class _Mlp(Mlp):
-    """timm's ``Mlp`` (same parameters) with its two products through :func:`medseg_zoo.layers.linear`."""
+    """timm's ``Mlp`` (same parameters) with its two products through `medseg_zoo.layers.linear`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.drop1(self.act(linear(x, self.fc1.weight, self.fc1.bias)))
@@ -72,7 +72,7 @@ class TransformerBlock(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-    """A stack of :class:`TransformerBlock` that returns the hidden states after chosen blocks.
+    """A stack of `TransformerBlock` that returns the hidden states after chosen blocks.
 
     Shapes: ``(B, N, dim) -> [(B, N, dim)] * len(out_layers)``.
 
@@ -83,7 +83,7 @@ class TransformerEncoder(nn.Module):
         mlp_dim: MLP hidden width.
         out_layers: 1-based numbers of the blocks whose outputs are returned, increasing.
         final_norm: Apply a LayerNorm to the output of the last block (when it is returned).
-        **block_kwargs: Passed to every :class:`TransformerBlock`.
+        **block_kwargs: Passed to every `TransformerBlock`.
     """
 
     def __init__(

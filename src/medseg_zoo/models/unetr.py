@@ -51,7 +51,7 @@ class UNETR(nn.Module):
         qkv_bias: Bias on the attention's qkv projection.
         proj_bias: Bias on the attention's output projection.
         conv_bias: Bias on the decoder's 3x3x3 and shortcut convolutions.
-        norm_name: Decoder normalisation, see :func:`medseg_zoo.layers.get_norm`.
+        norm_name: Decoder normalisation, see `medseg_zoo.layers.get_norm`.
         conv_block: Residual blocks between the transposed convolutions of the skip paths.
         res_block: Residual (else plain double-conv) decoder blocks.
         dropout_rate: Transformer dropout.

@@ -57,7 +57,7 @@ class Evaluation:
         return [*self.cases, {"case": "mean", **self.mean}]  # the mean row adds mean_dice and mean_hd95
 
     def to_csv(self, path: str | os.PathLike) -> Path:
-        """Write :meth:`rows` as CSV, atomically."""
+        """Write `rows` as CSV, atomically."""
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(self.rows()[-1]), lineterminator="\n")
         writer.writeheader()
@@ -107,7 +107,7 @@ def evaluate(
         cases: Labelled cases, e.g. ``discover(root).cases``.
         scheme: The label scheme of the cases' label maps; it must give the model's outputs.
         device: Where the model runs.
-        amp: Mixed precision, as for :class:`~medseg_zoo.inference.Predictor`.
+        amp: Mixed precision, as for `Predictor`.
         overlap: Sliding-window overlap.
         progress: A progress bar over cases.
         predictions: A folder for the predicted label maps.

@@ -161,7 +161,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """The inverse of :meth:`to_dict` (unknown keys are refused)."""
+        """The inverse of `to_dict` (unknown keys are refused)."""
         return cls().replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 

@@ -5,12 +5,14 @@ loss from the model's contract, backward, clip, step; sliding-window validation 
 ``best/`` and ``last/`` checkpoints in the ``save_pretrained`` layout. Under ``torchrun`` the same code runs with
 DistributedDataParallel, one process per GPU (or gloo processes on the CPU).
 
-Customise by overriding :meth:`Trainer.build_loss`, :meth:`Trainer.build_optimizer` or
-:meth:`Trainer.training_step`, or by passing :class:`Callback` objects::
+Customise by overriding `Trainer.build_loss`, `Trainer.build_optimizer` or `Trainer.training_step`, or by
+passing `Callback` objects:
 
-    class FocalTrainer(Trainer):
-        def build_loss(self):
-            return monai.losses.DiceFocalLoss(sigmoid=True)
+```python
+class FocalTrainer(Trainer):
+    def build_loss(self):
+        return monai.losses.DiceFocalLoss(sigmoid=True)
+```
 """
 
 from __future__ import annotations
@@ -146,17 +148,17 @@ class Trainer:
     """Fine-tunes a zoo model on a data set.
 
     Args:
-        model: From :func:`medseg_zoo.create_model` or :func:`medseg_zoo.from_pretrained`; its contract decides
+        model: From `medseg_zoo.create_model` or `medseg_zoo.from_pretrained`; its contract decides
             preprocessing, loss and outputs. Its label scheme becomes the data's.
         data: A data set folder (MSD, nnU-Net v2 raw, or image/label pairs with ``label_scheme``) or a
-            :class:`~medseg_zoo.data.DataSet`.
-        config: How to train (default ``TrainConfig()``); see :func:`medseg_zoo.training.recipe` for named ones.
+            `DataSet`.
+        config: How to train (default ``TrainConfig()``); see `medseg_zoo.training.recipe` for named ones.
         label_scheme: The label scheme of a folder of pairs (or to override a dataset.json's).
         resume: Continue the run in ``config.output`` from its last completed epoch.
         overwrite: Replace an existing run in ``config.output``.
-        callbacks: :class:`Callback` objects.
+        callbacks: `Callback` objects.
 
-    Everything is checked before anything is written: the data (:func:`~medseg_zoo.data.check_dataset` against
+    Everything is checked before anything is written: the data (`check_dataset` against
     the model), the split, the batch size, the device, the run folder.
 
     Raises:
@@ -448,11 +450,11 @@ class Trainer:
     # --- what users override --------------------------------------------------------------------------------------
 
     def build_loss(self) -> nn.Module:
-        """The loss: Dice + cross-entropy from the contract (:func:`~medseg_zoo.training.loss_for`)."""
+        """The loss: Dice + cross-entropy from the contract (`loss_for`)."""
         return loss_for(self.contract)
 
     def build_optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-        """The optimiser over parameter groups (each with its ``lr``; see :meth:`_parameter_groups`)."""
+        """The optimiser over parameter groups (each with its ``lr``; see `_parameter_groups`)."""
         c = self.config
         if c.optimizer == "sgd":
             return torch.optim.SGD(
@@ -662,7 +664,7 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         """Mean Dice per output over the validation cases, whole volumes on the model grid (sliding windows, as
-        :class:`~medseg_zoo.inference.Predictor` runs them); cases are shared out among processes."""
+        `Predictor` runs them); cases are shared out among processes."""
         start = time.perf_counter()
         mode = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
         predictor = Predictor(self.model, device=self.device, amp=mode, overlap=self.config.overlap)

@@ -1,6 +1,6 @@
-"""Transforms: label schemes (:mod:`~medseg_zoo.transforms.labels`), contract-driven MONAI pipelines
-(:mod:`~medseg_zoo.transforms.presets`) and resampling between parallel grids
-(:mod:`~medseg_zoo.transforms.resample`)."""
+"""Transforms: label schemes (`labels`), contract-driven MONAI pipelines
+(`presets`) and resampling between parallel grids
+(`resample`)."""
 
 from medseg_zoo.transforms.labels import (
     LabelScheme,

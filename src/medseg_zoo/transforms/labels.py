@@ -246,7 +246,7 @@ def labels_to_regions(label_map: Array, scheme: str | LabelScheme) -> Array:
 
 
 def regions_to_labels(regions: Array, scheme: str | LabelScheme, dtype: Any = None) -> Array:
-    """Binary channels ``(C, ...)`` -> label map ``(...)``; the exact inverse of :func:`labels_to_regions`.
+    """Binary channels ``(C, ...)`` -> label map ``(...)``; the exact inverse of `labels_to_regions`.
 
     Region schemes: the innermost active region decides, giving the label it adds to the regions inside it (for
     BraTS: ET -> enhancing, TC only -> necrotic core, WT only -> edema); this is exact for the channels of any

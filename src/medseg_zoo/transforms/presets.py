@@ -212,7 +212,7 @@ def cached_dataset(
     """A MONAI dataset that caches the deterministic prefix of ``transform``.
 
     With ``cache_dir`` the prefix is stored on disk under ``cache_dir/key`` (MONAI PersistentDataset; use
-    :func:`preprocessing_key` so a changed contract never reads stale files); else in memory (CacheDataset) when
+    `preprocessing_key` so a changed contract never reads stale files); else in memory (CacheDataset) when
     ``in_memory``, or not at all.
     """
     if cache_dir is not None:

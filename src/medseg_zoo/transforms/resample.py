@@ -68,7 +68,7 @@ def resample_parallel(
 
 class SeparableSpacingd(Spacingd):
     """MONAI's ``Spacingd`` (same arguments, output grid, metadata and inverse), interpolating linearly with
-    :func:`resample_parallel` where the output grid's axes are parallel to the input's.
+    `resample_parallel` where the output grid's axes are parallel to the input's.
 
     MONAI computes the output grid (lazily, so nothing is resampled twice); keys resampled with another mode
     (``"nearest"`` labels, where ties between equidistant voxels depend on rounding), integer images and grids
