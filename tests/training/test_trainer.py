@@ -173,3 +173,15 @@ def test_a_tiny_model_learns_the_synthetic_tumours(tmp_path):
     history = Trainer(model, root, config).fit()
     assert history[-1]["mean_dice"] > 0.7, history[-1]
     assert history[-1]["train_loss"] < history[0]["train_loss"] / 2
+
+
+def test_a_resumed_fine_tuning_run_keeps_its_learning_rate_groups(tiny_data, tmp_path):
+    model = tiny_model()
+    head = [n for n, _ in model.named_parameters() if n.startswith("model.2.")]
+    model.load_report = mz._pretrained.LoadReport("test", reinitialized=head)
+    config = tiny_config(tmp_path / "run", epochs=2, pretrained_lr_scale=0.1, optimizer="adamw", lr=1e-3)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(model, tiny_data, config, callbacks=[_Stop(1)]).fit()
+    resumed = Trainer(mz.from_pretrained(tmp_path / "run" / "last"), tiny_data, config, resume=True)
+    assert sorted(g["lr"] for g in resumed._parameter_groups()) == pytest.approx([1e-4, 1e-3])
+    assert len(resumed.fit()) == 2

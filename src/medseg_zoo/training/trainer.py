@@ -400,7 +400,8 @@ class Trainer:
             "format": "medseg-zoo-run",
             "model": {
                 "name": cfg.name,
-                "pretrained": hasattr(self.model, "load_report"),
+                "pretrained": self._origin()[0],
+                "reinitialized": sorted(self._origin()[1]),
                 "load_report": str(getattr(self.model, "load_report", "")),
             },
             "data": {
@@ -477,8 +478,7 @@ class Trainer:
         parameters; each group notes whether it belongs to the encoder (held while it is frozen)."""
         cfg = config_of(self.model)
         c = self.config
-        reinitialized = set(getattr(getattr(self.model, "load_report", None), "reinitialized", []) or [])
-        pretrained = hasattr(self.model, "load_report")
+        pretrained, reinitialized = self._origin()
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         encoder = {n for n, _ in named if n.startswith(cfg.encoder)} if cfg.encoder else set()
         depth = self._depths([n for n, _ in named if n in encoder], cfg.encoder_blocks) if c.layer_decay else {}
@@ -493,6 +493,15 @@ class Trainer:
             {"params": params, "lr": c.lr * scale, "encoder": is_encoder, "lr_scale": scale}
             for (scale, is_encoder), params in groups.items()
         ]
+
+    def _origin(self) -> tuple[bool, set[str]]:
+        """Whether the weights were loaded pretrained, and which were re-initialised: from the model's load
+        report, or from the run folder when resuming (a resumed model is rebuilt from ``last/`` without one)."""
+        if self._run_config is not None:
+            model = self._run_config["model"]
+            return bool(model.get("pretrained")), set(model.get("reinitialized", []))
+        report = getattr(self.model, "load_report", None)
+        return report is not None, set(getattr(report, "reinitialized", []))
 
     @staticmethod
     def _depths(names: list[str], pattern: str | None) -> dict[str, int]:
