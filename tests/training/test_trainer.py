@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import medseg_zoo as mz
+from medseg_zoo._pretrained import LoadReport
 from medseg_zoo.errors import TrainingError
 from medseg_zoo.training import Callback, Trainer
 from tests.conftest import tiny_config, tiny_model
@@ -113,7 +114,7 @@ def test_layer_decay_and_pretrained_scale_set_group_rates(tiny_data, tmp_path):
     model = mz.create_model(
         "unetr_brats", img_size=(16, 16, 16), feature_size=4, hidden_size=32, mlp_dim=64, num_heads=4, dim_head=8
     )
-    model.load_report = mz._pretrained.LoadReport("test", reinitialized=["head.weight", "head.bias"])
+    model.load_report = LoadReport("test", reinitialized=["head.weight", "head.bias"])
     config = tiny_config(tmp_path / "run", optimizer="adamw", lr=1e-3, layer_decay=0.5, pretrained_lr_scale=0.1)
     trainer = Trainer(model, tiny_data, config)
     rates = {}
@@ -178,7 +179,7 @@ def test_a_tiny_model_learns_the_synthetic_tumours(tmp_path):
 def test_a_resumed_fine_tuning_run_keeps_its_learning_rate_groups(tiny_data, tmp_path):
     model = tiny_model()
     head = [n for n, _ in model.named_parameters() if n.startswith("model.2.")]
-    model.load_report = mz._pretrained.LoadReport("test", reinitialized=head)
+    model.load_report = LoadReport("test", reinitialized=head)
     config = tiny_config(tmp_path / "run", epochs=2, pretrained_lr_scale=0.1, optimizer="adamw", lr=1e-3)
     with pytest.raises(KeyboardInterrupt):
         Trainer(model, tiny_data, config, callbacks=[_Stop(1)]).fit()
