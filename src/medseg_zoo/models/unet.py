@@ -1,19 +1,64 @@
 """The residual U-Net baseline: MONAI's ``UNet`` registered with named configurations.
 
-MONAI already implements this conv network well, so the zoo registers its class instead of re-writing it.
+MONAI already implements this conv network well, so the zoo builds on its class instead of re-writing it, and
+only changes how its maps are laid out on the CPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
-from monai.networks.nets import UNet
+import torch
+from monai.networks.blocks import ADN
+from monai.networks.nets import UNet as MonaiUNet
+from torch import nn
 
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._registry import register_model
+from medseg_zoo.layers.norms import is_channels_last, norm_act
 from medseg_zoo.models.unetr import BRATS_MSD_CONTRACT
 
-__all__: list[str] = []
+__all__ = ["UNet"]
+
+
+class _ConvOutputNorm(nn.InstanceNorm3d):
+    """An ``InstanceNorm3d`` (no affine, no running statistics) that normalises a convolution's fresh output in
+    place when it is a channels-last CPU map (`medseg_zoo.layers.norm_act`'s fused path)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and is_channels_last(x):
+            return norm_act(x, self)
+        return super().forward(x)
+
+
+class UNet(MonaiUNet):
+    """MONAI's residual ``UNet``: the same arguments, parameters and state-dict keys, faster on the CPU.
+
+    Shapes: ``(B, in_channels, D, H, W) -> (B, out_channels, D, H, W)``, each spatial size divisible by the
+    product of ``strides``.
+
+    When every norm is a plain instance norm (MONAI's default), the network runs channels-last on the CPU:
+    oneDNN's 3D convolutions are faster on such maps, and each norm, which always follows a convolution in
+    MONAI's ``ADN`` blocks, normalises that convolution's output in place through the zoo's fused path (torch's
+    own instance norm is inaccurate on channels-last CPU maps; see `medseg_zoo.layers.norm_act`). Values are
+    MONAI's to float32 rounding. Other devices and other norms run MONAI's code unchanged.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        adns = [m for m in self.modules() if isinstance(m, ADN) and hasattr(m, "N")]
+        plain = [a for a in adns if type(a.N) is nn.InstanceNorm3d and not a.N.affine and not a.N.track_running_stats]
+        for adn in plain:
+            adn.N = _ConvOutputNorm(adn.N.num_features, eps=adn.N.eps)
+        self.channels_last_on_cpu = bool(adns) and len(plain) == len(adns) and self.dimensions == 3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last_on_cpu and x.device.type == "cpu":
+            # Plain tensors: MONAI MetaTensors would make every map a view, which the fused norms must copy.
+            x = x.as_subclass(torch.Tensor).contiguous(memory_format=torch.channels_last_3d)
+        return super().forward(x)
+
 
 _PAPER = "Kerfoot et al., Left-Ventricle Quantification Using Residual U-Net, STACOM 2018 (MONAI UNet)"
 _ARGS = {"spatial_dims": 3, "channels": (16, 32, 64, 128, 256), "strides": (2, 2, 2, 2), "num_res_units": 2}
