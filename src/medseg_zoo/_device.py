@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from typing import Literal, NamedTuple
 
 import torch
 
 from medseg_zoo.errors import DeviceError
 
-__all__ = ["AMP_MODES", "amp_dtype", "bf16_native_on_cpu", "resolve_device"]
+__all__ = ["AMP_MODES", "Process", "amp_dtype", "bf16_native_on_cpu", "process", "resolve_device"]
 
 AmpMode = Literal["auto", "bf16", "fp16", "off"]
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -39,6 +40,25 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     elif device.type != "cpu":
         raise DeviceError(f"device {spec!r} is not supported; expected auto, cpu, cuda or cuda:N")
     return device
+
+
+class Process(NamedTuple):
+    """This process's place among the processes ``torchrun`` started (rank 0 of 1 without it)."""
+
+    rank: int
+    world: int
+    local_rank: int
+
+
+def process(device: str | torch.device = "auto") -> tuple[Process, torch.device]:
+    """This process's rank under ``torchrun``, and its device: `resolve_device`, with each process of a
+    multi-process run on its own GPU (``cuda:LOCAL_RANK``) when the device is a GPU."""
+    env = os.environ
+    me = Process(int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0")))
+    resolved = resolve_device(device)
+    if me.world > 1 and resolved.type == "cuda":
+        resolved = resolve_device(f"cuda:{me.local_rank}")
+    return me, resolved
 
 
 def bf16_native_on_cpu() -> bool:

@@ -84,20 +84,20 @@ def _describe(inputs: object) -> str:
 def _predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from medseg_zoo._device import process
     from medseg_zoo.hub import from_pretrained
     from medseg_zoo.inference import InputError, Predictor
 
     cases = _cases(args.inputs)
-    outputs = _outputs(cases, args.output)
+    outputs = _outputs(cases, args.output)  # every process checks all of them: nothing starts unless all are fine
+    me, device = process(args.device)
+    # Under torchrun each process takes every world-th case: each case is written by exactly one process.
+    mine = list(zip(cases, outputs, strict=True))[me.rank :: me.world]
     amp = {"auto": None, "on": True, "off": False}[args.amp]
     model = from_pretrained(args.checkpoint) if args.checkpoint else create_model(args.model, pretrained=True)
-    predictor = Predictor(
-        model, device=args.device, overlap=args.overlap, tta=args.tta, amp=amp, progress=len(cases) == 1
-    )
+    predictor = Predictor(model, device=device, overlap=args.overlap, tta=args.tta, amp=amp, progress=len(cases) == 1)
     failed = []
-    for (name, inputs), out in tqdm(
-        list(zip(cases, outputs, strict=True)), desc="cases", unit="case", disable=len(cases) == 1
-    ):
+    for (name, inputs), out in tqdm(mine, desc="cases", unit="case", disable=len(mine) <= 1 or me.rank > 0):
         if args.skip_existing and out.exists():
             print(f"{out} (exists, skipped)")
             continue
@@ -106,9 +106,10 @@ def _predict(args: argparse.Namespace) -> int:
         except InputError as exc:  # one bad case does not stop the others
             failed.append(f"{name}: {exc}")
             continue
-        print(out)
+        print(out, flush=True)
     if failed:
-        print(f"medseg-zoo: {len(failed)} of {len(cases)} case(s) failed:", *failed, sep="\n  ", file=sys.stderr)
+        where = f" (process {me.rank} of {me.world})" if me.world > 1 else ""
+        print(f"medseg-zoo: {len(failed)} of {len(mine)} case(s){where} failed:", *failed, sep="\n  ", file=sys.stderr)
         return 1
     return 0
 
@@ -121,7 +122,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         epilog="Examples: medseg-zoo predict --checkpoint runs/unetr/best -i case.nii.gz -o seg.nii.gz\n"
         "          medseg-zoo predict --checkpoint runs/unetr/best -i imagesTs/ -o predictions/ --tta\n"
         "          medseg-zoo predict --checkpoint runs/unetr/best -i FLAIR=f.nii.gz T1w=t1.nii.gz T1gd=t1c.nii.gz "
-        "T2w=t2.nii.gz -o seg.nii.gz",
+        "T2w=t2.nii.gz -o seg.nii.gz\n"
+        "          torchrun --nproc-per-node 4 -m medseg_zoo predict --checkpoint runs/unetr/best -i imagesTs/ "
+        "-o predictions/   (cases shared among 4 GPUs)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = p.add_mutually_exclusive_group(required=True)

@@ -49,7 +49,7 @@ from tqdm import tqdm
 import medseg_zoo
 from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import config_of
-from medseg_zoo._device import amp_dtype, resolve_device
+from medseg_zoo._device import amp_dtype, process
 from medseg_zoo.data.checks import check_dataset
 from medseg_zoo.data.discovery import Case, DataSet, discover
 from medseg_zoo.data.splits import k_folds, train_val_split
@@ -182,13 +182,9 @@ class Trainer:
             raise TrainingError(
                 "resume and overwrite exclude each other: resume continues the run, overwrite deletes it"
             )
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        device = resolve_device(config.device)
-        if self.world > 1 and device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        self.device = device
-        self.amp_dtype = amp_dtype(device, config.amp, cpu_auto=False)
+        me, self.device = process(config.device)
+        self.rank, self.world = me.rank, me.world
+        self.amp_dtype = amp_dtype(self.device, config.amp, cpu_auto=False)
         self.dataset = data if isinstance(data, DataSet) else discover(data, label_scheme=label_scheme)
         self.output = Path(config.output)
         self.callbacks = list(callbacks)
