@@ -53,6 +53,30 @@ def test_fused_norm_act_gradcheck(slope):
     assert torch.autograd.gradcheck(lambda t: norm_act(t * 1, nn.InstanceNorm3d(3), act), (x,))
 
 
+def test_fused_norm_prelu_gradcheck_includes_the_slope():
+    x = torch.randn(1, 3, 4, 3, 2, dtype=torch.float64).contiguous(memory_format=CL).requires_grad_()
+    act = nn.PReLU(init=0.3).double()
+    assert torch.autograd.gradcheck(lambda t, _: norm_act(t * 1, nn.InstanceNorm3d(3), act), (x, act.weight))
+
+
+@pytest.mark.parametrize("slope", [0.25, -0.1, 0.0])
+def test_norm_act_with_prelu_equals_instance_norm_then_prelu(slope):
+    """A positive slope is fused (its gradient too); others take the fused norm, then torch's PReLU."""
+    x = torch.randn(2, 5, 9, 8, 6).contiguous(memory_format=CL)
+    g = torch.randn_like(x)
+    ref_act, act = nn.PReLU(init=slope).double(), nn.PReLU(init=slope)
+    x64 = x.double().requires_grad_()
+    ref = ref_act(F.instance_norm(x64))
+    ref.backward(g.double())
+    leaf = x.clone().requires_grad_()
+    y = norm_act(leaf * 1, nn.InstanceNorm3d(5), act)
+    y.backward(g)
+    assert y.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(y.double(), ref.detach(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(leaf.grad.double(), x64.grad, atol=1e-5, rtol=0)
+    torch.testing.assert_close(act.weight.grad.double(), ref_act.weight.grad, atol=1e-3, rtol=1e-5)
+
+
 def test_norm_act_overwrites_its_input_on_the_fused_path_only():
     x = torch.randn(1, 4, 4, 4, 4).contiguous(memory_format=CL)
     out = norm_act(x, nn.InstanceNorm3d(4))

@@ -54,20 +54,23 @@ def norm_act(
     shortcut, left unchanged), with it the residual is a fresh map too.
 
     On the CPU, channels-last maps normalised by plain ``InstanceNorm3d`` layers (no affine, no running
-    statistics) and followed by LeakyReLU or nothing take a fused path: torch's CPU instance norm loses precision
-    on channels-last maps (~1e-3 over a million voxels) and allocates maps that cost as much as the arithmetic
-    (page faults). The fused path works in the inputs' memory, keeps only its output (and the normalised
-    residual) for the backward pass and computes channel sums as matrix products, accurate to ~1e-6. Half-precision
-    maps (autocast's convolutions) are normalised in float32 when gradients are needed and in their own precision
-    otherwise. Other inputs and layers run the modules as given.
+    statistics) take a fused path: torch's CPU instance norm loses precision on channels-last maps (~1e-3 over a
+    million voxels) and allocates maps that cost as much as the arithmetic (page faults). The fused path works in
+    the inputs' memory, keeps only its output (and the normalised residual) for the backward pass and computes
+    channel sums as matrix products, accurate to ~1e-6. A LeakyReLU, or a PReLU with one positive slope (its
+    gradient included), is fused too; other activations follow the fused norm. Half-precision maps (autocast's
+    convolutions) are normalised in float32 when gradients are needed and in their own precision otherwise.
+    Other inputs and layers run the modules as given.
     """
     norms = (norm,) if residual_norm is None else (norm, residual_norm)
-    if not _fusable(x, residual, norms, act):
+    if not _fusable(x, residual, norms):
         y = norm(x)
         if residual is not None:
             y = y + (residual if residual_norm is None else residual_norm(residual))
         return y if act is None else act(y)
-    slope = None if act is None else act.negative_slope
+    slope, weight = _slope(act)
+    if act is not None and slope is None:
+        return act(norm_act(x, norm, residual=residual, residual_norm=residual_norm))
     # Work in place only on plain, fresh tensors: views (e.g. MONAI MetaTensor results) are copied first.
     x = _fresh(x)
     residual = _fresh(residual) if residual_norm is not None else residual
@@ -76,8 +79,22 @@ def norm_act(
     # Half-precision maps (autocast's convolutions) are trained in float32, as autocast does for torch's norms.
     x = x.float() if x.dtype in _HALF else x
     residual = residual.float() if residual is not None and residual.dtype in _HALF else residual
-    out = _InstanceNormAct.apply(x, residual, residual_norm is not None, slope, norm.eps)
+    out = _InstanceNormAct.apply(x, residual, residual_norm is not None, slope, norm.eps, weight)
     return out if residual_norm is None else out[0]
+
+
+def _slope(act: nn.Module | None) -> tuple[float | None, torch.Tensor | None]:
+    """The negative slope of an activation the fused path computes (and a PReLU's slope parameter), or None.
+
+    The fused backward recovers the activation's input from its output by dividing by the slope, so the slope
+    must be positive (a PReLU's learned one is checked at each call).
+    """
+    if isinstance(act, nn.LeakyReLU) and act.negative_slope > 0:
+        return act.negative_slope, None
+    if isinstance(act, nn.PReLU) and act.weight.numel() == 1:
+        slope = act.weight.detach().item()
+        return (slope, act.weight) if slope > 0 else (None, None)
+    return None, None
 
 
 def _fresh(x: torch.Tensor) -> torch.Tensor:
@@ -103,16 +120,13 @@ def _half_inference(
     return y if slope is None else F.leaky_relu_(y, slope)
 
 
-def _fusable(
-    x: torch.Tensor, residual: torch.Tensor | None, norms: tuple[nn.Module, ...], act: nn.Module | None
-) -> bool:
+def _fusable(x: torch.Tensor, residual: torch.Tensor | None, norms: tuple[nn.Module, ...]) -> bool:
     plain_instance = all(
         isinstance(n, nn.InstanceNorm3d) and not n.affine and not n.track_running_stats and n.eps == norms[0].eps
         for n in norms
     )
-    leaky = act is None or (isinstance(act, nn.LeakyReLU) and act.negative_slope > 0)
     maps = (x,) if residual is None else (x, residual)
-    return plain_instance and leaky and all(map(is_channels_last, maps)) and x.device.type == "cpu"
+    return plain_instance and all(map(is_channels_last, maps)) and x.device.type == "cpu"
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
@@ -143,7 +157,8 @@ class _InstanceNormAct(torch.autograd.Function):
     ``negative_slope``; ``y = s * z``), ``g = dL/dy``, ``t = s * g`` (``dL/dz``) and means over the ``n`` voxels:
     ``dL/dx = rstd * (t - mean(t) - x_hat * mean(t * x_hat))``, the same for a normalised residual, and ``t``
     itself for an identity one. ``t * z = g * y``, and ``z * k`` is formed as ``(s * u - k * y) / s`` in place in
-    a buffer ``u``, so only ``y`` and ``r_hat`` are kept.
+    a buffer ``u``, so only ``y`` and ``r_hat`` are kept. A PReLU's slope ``a`` gets
+    ``sum(g * z over z < 0) = sum(g * min(y, 0)) / a``.
     """
 
     @staticmethod
@@ -154,6 +169,7 @@ class _InstanceNormAct(torch.autograd.Function):
         normalise_residual: bool,
         negative_slope: float | None,
         eps: float,
+        slope_weight: torch.Tensor | None,
     ) -> Any:
         rstd = _normalise_(x, eps)
         rstd_r = _normalise_(residual, eps) if normalise_residual else None
@@ -178,6 +194,9 @@ class _InstanceNormAct(torch.autograd.Function):
         slope = ctx.negative_slope
         n = y[0, 0].numel()
         grad = grad.contiguous(memory_format=torch.channels_last_3d)
+        grad_w = None
+        if ctx.needs_input_grad[5]:
+            grad_w = _channel_dots(grad, y.clamp(max=0)).sum().div(slope).reshape(1)
         # t is fresh after the activation's backward; an incoming gradient may be shared, so it is never written.
         t = grad if slope is None else _times_slope(grad, y, slope)
         mean_t = t.mean((2, 3, 4), keepdim=True)
@@ -198,7 +217,7 @@ class _InstanceNormAct(torch.autograd.Function):
             _times_slope(out, y, 1 / slope, out=out)
         if residual is not None:
             out.addcmul_(residual, k)
-        return out.sub_(mean_t).mul_(rstd), grad_r, None, None, None
+        return out.sub_(mean_t).mul_(rstd), grad_r, None, None, None, grad_w
 
 
 def _normalise_(x: torch.Tensor, eps: float) -> torch.Tensor:

@@ -22,14 +22,34 @@ from medseg_zoo.models.unetr import BRATS_MSD_CONTRACT
 __all__ = ["UNet"]
 
 
-class _ConvOutputNorm(nn.InstanceNorm3d):
-    """An ``InstanceNorm3d`` (no affine, no running statistics) that normalises a convolution's fresh output in
-    place when it is a channels-last CPU map (`medseg_zoo.layers.norm_act`'s fused path)."""
+class _FusedADN(ADN):
+    """MONAI's norm -> dropout -> activation block whose instance norm and activation run as one fused,
+    in-place step on channels-last CPU maps (`medseg_zoo.layers.norm_act`); the same children and parameters.
+
+    In MONAI's UNet the block's input is always a convolution's fresh output, which nothing else reads, so it
+    may be overwritten.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and is_channels_last(x):
-            return norm_act(x, self)
-        return super().forward(x)
+        if not (x.device.type == "cpu" and is_channels_last(x)):
+            return super().forward(x)
+        dropout, act = self._modules.get("D"), self._modules.get("A")
+        if dropout is not None and dropout.p > 0 and self.training:  # dropout sits between norm and activation
+            y = dropout(norm_act(x, self.N))
+            return y if act is None else act(y)
+        return norm_act(x, self.N, act)
+
+
+def _plain_nda(adn: ADN) -> bool:
+    """The norm first, a plain instance norm (the fused path's only kind), then dropout and/or activation."""
+    names, norm = list(adn._modules), getattr(adn, "N", None)
+    return (
+        names[:1] == ["N"]
+        and names == [n for n in "NDA" if n in names]
+        and type(norm) is nn.InstanceNorm3d
+        and not norm.affine
+        and not norm.track_running_stats
+    )
 
 
 class UNet(MonaiUNet):
@@ -38,20 +58,21 @@ class UNet(MonaiUNet):
     Shapes: ``(B, in_channels, D, H, W) -> (B, out_channels, D, H, W)``, each spatial size divisible by the
     product of ``strides``.
 
-    When every norm is a plain instance norm (MONAI's default), the network runs channels-last on the CPU:
-    oneDNN's 3D convolutions are faster on such maps, and each norm, which always follows a convolution in
-    MONAI's ``ADN`` blocks, normalises that convolution's output in place through the zoo's fused path (torch's
-    own instance norm is inaccurate on channels-last CPU maps; see `medseg_zoo.layers.norm_act`). Values are
-    MONAI's to float32 rounding. Other devices and other norms run MONAI's code unchanged.
+    When every norm is a plain instance norm followed by the activation (MONAI's default), the network runs
+    channels-last on the CPU: oneDNN's 3D convolutions are faster on such maps, and each ``ADN`` block
+    normalises its convolution's output in place and applies the activation in the same step through the zoo's
+    fused path (torch's own instance norm is inaccurate on channels-last CPU maps; see
+    `medseg_zoo.layers.norm_act`). Values are MONAI's to float32 rounding. Other devices and other norms run
+    MONAI's code unchanged.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        adns = [m for m in self.modules() if isinstance(m, ADN) and hasattr(m, "N")]
-        plain = [a for a in adns if type(a.N) is nn.InstanceNorm3d and not a.N.affine and not a.N.track_running_stats]
-        for adn in plain:
-            adn.N = _ConvOutputNorm(adn.N.num_features, eps=adn.N.eps)
-        self.channels_last_on_cpu = bool(adns) and len(plain) == len(adns) and self.dimensions == 3
+        adns = [m for m in self.modules() if isinstance(m, ADN)]
+        self.channels_last_on_cpu = bool(adns) and all(map(_plain_nda, adns)) and self.dimensions == 3
+        if self.channels_last_on_cpu:
+            for adn in adns:
+                adn.__class__ = _FusedADN  # the same module, children and parameters; only forward differs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last_on_cpu and x.device.type == "cpu":
