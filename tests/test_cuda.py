@@ -1,0 +1,51 @@
+"""CUDA paths, run where a GPU is (skipped elsewhere): the Predictor on the GPU equals the CPU, and mixed precision
+runs for every registered architecture."""
+
+import numpy as np
+import pytest
+import torch
+
+import medseg_zoo as mz
+from medseg_zoo._registry import get_config
+from medseg_zoo.inference import Predictor
+from tests.models.test_models import SPATIAL
+
+pytestmark = pytest.mark.cuda
+
+
+@pytest.fixture
+def exact_float32():
+    """No TF32 in convolutions and matrix products, so CUDA float32 is compared with the CPU to 1e-4."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("name", ["unet_brats", "unetr_brats"])
+def test_predictor_on_cuda_equals_the_cpu(name, exact_float32):
+    cfg = get_config(name)
+    roi = {} if "img_size" in cfg.tiny_args else {"roi_size": (32, 32, 16)}  # UNETR's tiny img_size is its roi
+    model = mz.create_model(name, **roi, **cfg.tiny_args)
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(4, 48, 40, 36)).astype(np.float32)
+    affine = np.diag([1.2, 1.2, 1.5, 1.0])
+    cpu, gpu = (
+        np.asanyarray(Predictor(model, device=d, amp=False)((image, affine), kind="probabilities").dataobj)
+        for d in ("cpu", "cuda")
+    )
+    np.testing.assert_allclose(gpu, cpu, atol=1e-4, rtol=0)  # probabilities on the input grid
+
+
+@pytest.mark.parametrize("name", mz.list_models())
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mixed_precision_training_step_on_cuda(name, dtype):
+    cfg = get_config(name)
+    channels = {} if cfg.contract else {"in_channels": 2, "out_channels": 3}
+    model = mz.create_model(name, **channels, **cfg.tiny_args).cuda()
+    x = torch.randn(2, len(model.pretrained_cfg.contract.in_channels), *SPATIAL, device="cuda")
+    with torch.autocast("cuda", dtype=dtype):
+        y = model(x)
+    y.float().square().mean().backward()
+    assert torch.isfinite(y.float()).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
