@@ -73,7 +73,10 @@ def monai_pipeline(model: torch.nn.Module, image: Path, out: Path) -> None:
     )
     with torch.inference_mode():
         data = pre({"image": str(image)})
-        logits = sliding_window_inference(data["image"][None], c.roi_size, 1, model, overlap=0.5, mode="gaussian")[0]
+        device = next(model.parameters()).device  # windows and blending where the network is (bench_gpu.py)
+        logits = sliding_window_inference(
+            data["image"][None], c.roi_size, 1, model, overlap=0.5, mode="gaussian", sw_device=device, device=device
+        )[0].cpu()
         data["pred"] = MetaTensor(logits, meta=data["image"].meta)
         data = post(data)
     regions = data["pred"]

@@ -4,7 +4,7 @@ import monai
 import pytest
 import torch
 
-from medseg_zoo.models.unet import UNet
+from medseg_zoo.models.unet import CHANNELS_LAST_MIN_VOXELS, UNet
 
 TINY = {"channels": (4, 8, 16), "strides": (2, 2), "num_res_units": 2}
 
@@ -27,7 +27,7 @@ def _run(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.T
 def test_same_values_as_monai():
     ref, zoo = _pair(torch.float32)
     assert zoo.channels_last_on_cpu
-    x = torch.randn(2, 3, 20, 16, 12) * 3 + 1
+    x = torch.randn(2, 3, 64, 64, 64) * 3 + 1
     (y_ref, gx_ref, _), (y, gx, _) = _run(ref, x), _run(zoo, x)
     assert y.is_contiguous(memory_format=torch.channels_last_3d)  # the fast layout really ran
     torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
@@ -39,7 +39,7 @@ def test_float32_error_like_monai():
     MONAI's own (a margin that holds on any x86 CPU; measured ~1x)."""
     ref64, _ = _pair(torch.float64)
     ref, zoo = _pair(torch.float32)
-    x = torch.randn(2, 3, 32, 32, 16)
+    x = torch.randn(2, 3, 64, 64, 64)
     exact, _, exact_grads = _run(ref64, x.double())
     for model in (ref, zoo):
         y, _, grads = _run(model, x)
@@ -60,7 +60,13 @@ def test_float32_error_like_monai():
 def test_channels_last_only_with_plain_instance_norms(kwargs, fast):
     ref, zoo = _pair(torch.float32, **kwargs)
     assert zoo.channels_last_on_cpu is fast
-    x = torch.randn(2, 3, 16, 16, 8)
+    x = torch.randn(2, 3, 64, 64, 64)
     y = zoo(x)
     assert y.is_contiguous() is not fast
     torch.testing.assert_close(y, ref(x), rtol=1e-4, atol=1e-5)
+
+
+def test_small_inputs_keep_monais_layout():
+    _, zoo = _pair(torch.float32)
+    assert zoo(torch.randn(2, 3, 64, 64, 63)).is_contiguous()  # one voxel short of CHANNELS_LAST_MIN_VOXELS
+    assert 64 * 64 * 63 < CHANNELS_LAST_MIN_VOXELS <= 64**3

@@ -1,0 +1,204 @@
+"""The zoo on a CUDA GPU against its peers: training steps and whole-case inference, one process, runs alternating.
+
+Training step (forward, DiceCE, backward, AdamW), batch 2 of 4 x 128 x 128 x 64, in float32 and under bf16
+autocast, medians of CUDA-synchronised steps after warm-up, and each side's peak GPU memory:
+``unetr_brats`` against self-attention-cv's UNETR, ``unetr_monai`` against MONAI's UNETR and ``unet_brats`` against
+MONAI's UNet, each pair with identical weights (converted where the layouts differ); the float32 outputs of a pair
+are compared too. Whole-case inference: one synthetic BraTS-size case file to file, the Predictor (fp32 and its
+default, bf16) against the MONAI pipeline of ``bench_inference.py`` with the network on the GPU.
+
+    python benchmarks/bench_gpu.py --output docs/benchmarks.md          # on a machine with a CUDA GPU
+    python benchmarks/bench_gpu.py --device cpu --smoke                 # tiny sizes: checks the script runs
+
+Not part of ``make bench`` (CI and the project's machine have no GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import monai
+import nibabel as nib
+import numpy as np
+import torch
+from monai.losses import DiceCELoss
+from self_attention_cv import UNETR as SourceUNETR
+
+import medseg_zoo as mz
+from _report import publish
+from bench_inference import BRATS_AFFINE, monai_pipeline
+from medseg_zoo.convert.monai import convert_unetr as from_monai
+from medseg_zoo.convert.self_attention_cv import convert_unetr as from_self_attention_cv
+from medseg_zoo.data.synthetic import make_case
+
+Pair = tuple[str, torch.nn.Module, str, torch.nn.Module]
+
+
+def pairs(roi: tuple[int, int, int], smoke: bool) -> list[Pair]:
+    """(zoo name, zoo model, peer name, peer model) with identical weights."""
+    sa_args = {"embed_dim": 512, "num_heads": 10, "dim_linear_block": 2048} if not smoke else {
+        "embed_dim": 64, "num_heads": 4, "dim_linear_block": 128}  # fmt: skip
+    source = SourceUNETR(img_shape=roi, input_dim=4, output_dim=3, patch_size=16, **sa_args)
+    zoo_sa = mz.create_model("unetr_brats", **({"roi_size": roi} if not smoke else {
+        "img_size": roi, "hidden_size": 64, "num_heads": 4, "mlp_dim": 128, "dim_head": 16}))  # fmt: skip
+    zoo_sa.load_state_dict(from_self_attention_cv(source.state_dict(), num_heads=sa_args["num_heads"]))
+
+    monai_args = {} if not smoke else {"hidden_size": 64, "mlp_dim": 128, "num_heads": 4, "feature_size": 8}
+    ref_unetr = monai.networks.nets.UNETR(4, 3, roi, **monai_args)
+    zoo_monai = mz.create_model("unetr_monai", **({"roi_size": roi} if not smoke else {"img_size": roi, **monai_args}))
+    zoo_monai.load_state_dict(from_monai(ref_unetr.state_dict()))
+
+    unet_args = {"channels": (16, 32, 64, 128, 256), "strides": (2, 2, 2, 2), "num_res_units": 2}
+    ref_unet = monai.networks.nets.UNet(3, 4, 3, **unet_args)
+    zoo_unet = mz.create_model("unet_brats")
+    zoo_unet.load_state_dict(ref_unet.state_dict())
+    return [
+        ("`unetr_brats`", zoo_sa, "self-attention-cv UNETR", source),
+        ("`unetr_monai`", zoo_monai, "MONAI UNETR", ref_unetr),
+        ("`unet_brats`", zoo_unet, "MONAI UNet", ref_unet),
+    ]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def trainer_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | None) -> Callable:
+    loss = DiceCELoss(sigmoid=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-5)
+
+    def step() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = model(x)
+        loss(out.float(), y).backward()
+        optimizer.step()
+        return out
+
+    return step
+
+
+def time_pair(zoo: torch.nn.Module, peer: torch.nn.Module, x, y, dtype, repeats: int) -> dict[str, tuple[float, float]]:
+    """Median seconds and peak GiB of each side, steps alternating."""
+    device = x.device
+    steps = {"zoo": trainer_step(zoo, x, y, dtype), "peer": trainer_step(peer, x, y, dtype)}
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    peaks = {}
+    for step in steps.values():  # warm-up: cuDNN algorithm choice, allocator
+        for _ in range(3):
+            step()
+    for name, step in steps.items():
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        step()
+        sync(device)
+        peaks[name] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    for _ in range(repeats):
+        for name, step in steps.items():
+            sync(device)
+            start = time.perf_counter()
+            step()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(ts), peaks[name]) for name, ts in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu with --smoke")
+    parser.add_argument("--repeats", type=int, default=20, help="timed steps per side and precision")
+    parser.add_argument("--smoke", action="store_true", help="tiny models and inputs: checks that the script runs")
+    parser.add_argument("--output", type=Path, help="markdown file whose 'gpu' section gets the tables")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True
+    roi = (32, 32, 32) if args.smoke else (128, 128, 64)
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, *roi, device=device)
+    y = (torch.rand(2, 3, *roi, device=device) > 0.7).float()
+
+    rows = [
+        "| zoo vs peer | precision | zoo ms | peer ms | peer / zoo | GPU memory zoo / peer GiB | fp32 max abs diff |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for zoo_name, zoo, peer_name, peer in pairs(roi, args.smoke):
+        zoo.to(device).train()
+        peer.to(device).train()
+        with torch.no_grad():
+            diff = (zoo(x) - peer(x)).abs().max().item()
+        for label, dtype in (("fp32", None), ("bf16 autocast", torch.bfloat16)):
+            result = time_pair(zoo, peer, x, y, dtype, args.repeats)
+            (z, zm), (p, pm) = result["zoo"], result["peer"]
+            rows.append(
+                f"| {zoo_name} vs {peer_name} | {label} | {1e3 * z:.1f} | {1e3 * p:.1f} | **{p / z:.2f}x** | "
+                f"{zm:.2f} / {pm:.2f} | {diff:.1e} |"
+            )
+            print(rows[-1], flush=True)
+        zoo.cpu()
+        peer.cpu()
+
+    shape = (64, 64, 48) if args.smoke else (240, 240, 155)
+    tmp = Path(tempfile.mkdtemp(prefix="medseg-bench-gpu-"))
+    image, _, _ = make_case(shape, seed=0)
+    path = tmp / "case.nii.gz"
+    nib.save(nib.Nifti1Image(image.astype(np.float32), BRATS_AFFINE), path)
+    model = mz.create_model("unetr_brats", **({"roi_size": roi} if not args.smoke else {
+        "img_size": roi, "hidden_size": 64, "num_heads": 4, "mlp_dim": 128, "dim_head": 16})).eval()  # fmt: skip
+    fp32, default = mz.Predictor(model, device=device, amp=False), mz.Predictor(model, device=device)
+    runs = {
+        "MONAI pipeline, network on the GPU (fp32)": lambda out: monai_pipeline(model, path, out),
+        "medseg-zoo Predictor (fp32)": lambda out: fp32(path, out),
+        "medseg-zoo Predictor (default: bf16 autocast)": lambda out: default(path, out),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    outputs = {name: tmp / f"out_{i}.nii.gz" for i, name in enumerate(runs)}
+    for name, run in runs.items():
+        run(outputs[name])  # warm-up
+    for _ in range(max(3, args.repeats // 4)):
+        for name, run in runs.items():
+            sync(device)
+            start = time.perf_counter()
+            run(outputs[name])
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    ref = np.asarray(nib.load(outputs[next(iter(runs))]).dataobj)
+    base = statistics.median(times[next(iter(runs))])
+    inference = [
+        "| pipeline | median s | speed-up | voxels equal to MONAI's |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in runs:
+        data = np.asarray(nib.load(outputs[name]).dataobj)
+        med = statistics.median(times[name])
+        inference.append(f"| {name} | {med:.2f} | {base / med:.2f}x | {100 * (data == ref).mean():.3f} % |")
+    print(*inference, sep="\n")
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (smoke run)"
+    publish(
+        [
+            f"## On the GPU ({gpu})",
+            "",
+            f"Training step: batch 2 of 4 x {' x '.join(map(str, roi))}, DiceCE + AdamW, medians of "
+            f"{args.repeats} CUDA-synchronised steps per side, alternating; peak memory of one step. "
+            "Identical weights on both sides.",
+            "",
+            *rows,
+            "",
+            f"Whole case, file to file: one synthetic case of 4 x {' x '.join(map(str, shape))} through "
+            "`unetr_brats` (seeded random weights).",
+            "",
+            *inference,
+        ],
+        args.output,
+        "gpu",
+    )
+
+
+if __name__ == "__main__":
+    main()
