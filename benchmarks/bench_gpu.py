@@ -31,12 +31,18 @@ from self_attention_cv import UNETR as SourceUNETR
 
 import medseg_zoo as mz
 from _report import publish
-from bench_inference import BRATS_AFFINE, monai_pipeline
+from bench_inference import SHAPE, alternate, monai_pipeline, write_case
 from medseg_zoo.convert.monai import convert_unetr as from_monai
 from medseg_zoo.convert.self_attention_cv import convert_unetr as from_self_attention_cv
-from medseg_zoo.data.synthetic import make_case
 
 Pair = tuple[str, torch.nn.Module, str, torch.nn.Module]
+
+
+def unetr_brats(roi: tuple[int, int, int], smoke: bool) -> torch.nn.Module:
+    """The zoo's ``unetr_brats`` at the roi, or at a tiny width for a smoke run."""
+    if smoke:
+        return mz.create_model("unetr_brats", img_size=roi, hidden_size=64, num_heads=4, mlp_dim=128, dim_head=16)
+    return mz.create_model("unetr_brats", roi_size=roi)
 
 
 def pairs(roi: tuple[int, int, int], smoke: bool) -> list[Pair]:
@@ -44,8 +50,7 @@ def pairs(roi: tuple[int, int, int], smoke: bool) -> list[Pair]:
     sa_args = {"embed_dim": 512, "num_heads": 10, "dim_linear_block": 2048} if not smoke else {
         "embed_dim": 64, "num_heads": 4, "dim_linear_block": 128}  # fmt: skip
     source = SourceUNETR(img_shape=roi, input_dim=4, output_dim=3, patch_size=16, **sa_args)
-    zoo_sa = mz.create_model("unetr_brats", **({"roi_size": roi} if not smoke else {
-        "img_size": roi, "hidden_size": 64, "num_heads": 4, "mlp_dim": 128, "dim_head": 16}))  # fmt: skip
+    zoo_sa = unetr_brats(roi, smoke)
     zoo_sa.load_state_dict(from_self_attention_cv(source.state_dict(), num_heads=sa_args["num_heads"]))
 
     monai_args = {} if not smoke else {"hidden_size": 64, "mlp_dim": 128, "num_heads": 4, "feature_size": 8}
@@ -144,30 +149,19 @@ def main() -> None:
         zoo.cpu()
         peer.cpu()
 
-    shape = (64, 64, 48) if args.smoke else (240, 240, 155)
+    shape = (64, 64, 48) if args.smoke else SHAPE
     tmp = Path(tempfile.mkdtemp(prefix="medseg-bench-gpu-"))
-    image, _, _ = make_case(shape, seed=0)
-    path = tmp / "case.nii.gz"
-    nib.save(nib.Nifti1Image(image.astype(np.float32), BRATS_AFFINE), path)
-    model = mz.create_model("unetr_brats", **({"roi_size": roi} if not args.smoke else {
-        "img_size": roi, "hidden_size": 64, "num_heads": 4, "mlp_dim": 128, "dim_head": 16})).eval()  # fmt: skip
+    path = write_case(tmp, shape)
+    model = unetr_brats(roi, args.smoke).eval()
     fp32, default = mz.Predictor(model, device=device, amp=False), mz.Predictor(model, device=device)
     runs = {
         "MONAI pipeline, network on the GPU (fp32)": lambda out: monai_pipeline(model, path, out),
         "medseg-zoo Predictor (fp32)": lambda out: fp32(path, out),
         "medseg-zoo Predictor (default: bf16 autocast)": lambda out: default(path, out),
     }
-    times: dict[str, list[float]] = {name: [] for name in runs}
     outputs = {name: tmp / f"out_{i}.nii.gz" for i, name in enumerate(runs)}
-    for name, run in runs.items():
-        run(outputs[name])  # warm-up
-    for _ in range(max(3, args.repeats // 4)):
-        for name, run in runs.items():
-            sync(device)
-            start = time.perf_counter()
-            run(outputs[name])
-            sync(device)
-            times[name].append(time.perf_counter() - start)
+    alternate(runs, outputs, 1)  # warm-up
+    times = alternate(runs, outputs, max(3, args.repeats // 4), sync=lambda: sync(device))
     ref = np.asarray(nib.load(outputs[next(iter(runs))]).dataobj)
     base = statistics.median(times[next(iter(runs))])
     inference = [

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -51,6 +52,33 @@ from medseg_zoo.transforms import regions_to_labels
 
 SHAPE = (240, 240, 155)
 BRATS_AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239], [0, 0, 1.0, 0], [0, 0, 0, 1]])  # LPS, 1 mm
+
+
+def write_case(folder: Path, shape: tuple[int, int, int]) -> Path:
+    """One synthetic case on BraTS's LPS 1 mm grid, as a 4-D NIfTI."""
+    image, _, _ = make_case(shape, seed=0)
+    path = folder / "case.nii.gz"
+    nib.save(nib.Nifti1Image(image.astype(np.float32), BRATS_AFFINE), path)
+    return path
+
+
+def alternate(
+    runs: dict[str, Callable[[Path], None]],
+    outputs: dict[str, Path],
+    repeats: int,
+    sync: Callable[[], None] = lambda: None,
+) -> dict[str, list[float]]:
+    """Seconds of each pipeline, run ``repeats`` times in turn, each writing its output file; ``sync`` waits for
+    queued GPU work before a clock is read."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            sync()
+            start = time.perf_counter()
+            run(outputs[name])
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def monai_pipeline(model: torch.nn.Module, image: Path, out: Path) -> None:
@@ -134,9 +162,7 @@ def main() -> None:
     if args.weights:
         model.load_state_dict(load_file(args.weights))
     tmp = Path(tempfile.mkdtemp(prefix="medseg-bench-"))
-    image, _, _ = make_case(SHAPE, seed=0)
-    path = tmp / "case.nii.gz"
-    nib.save(nib.Nifti1Image(image.astype(np.float32), BRATS_AFFINE), path)
+    path = write_case(tmp, SHAPE)
 
     fp32, default = mz.Predictor(model, amp=False), mz.Predictor(model)
     runs = {
@@ -144,13 +170,8 @@ def main() -> None:
         "medseg-zoo Predictor (fp32)": lambda out: fp32(path, out),
         "medseg-zoo Predictor (default: bf16 autocast)": lambda out: default(path, out),
     }
-    times: dict[str, list[float]] = {name: [] for name in runs}
     outputs = {name: tmp / f"out_{i}.nii.gz" for i, name in enumerate(runs)}
-    for _ in range(args.repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run(outputs[name])
-            times[name].append(time.perf_counter() - start)
+    times = alternate(runs, outputs, args.repeats)
 
     reference = nib.load(outputs["MONAI pipeline (fp32)"])
     ref = np.asarray(reference.dataobj)

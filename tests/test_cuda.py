@@ -8,7 +8,7 @@ import torch
 import medseg_zoo as mz
 from medseg_zoo._registry import get_config
 from medseg_zoo.inference import Predictor
-from tests.models.test_models import SPATIAL
+from tests.models.test_models import SPATIAL, build_tiny
 
 pytestmark = pytest.mark.cuda
 
@@ -40,9 +40,7 @@ def test_predictor_on_cuda_equals_the_cpu(name, exact_float32):
 @pytest.mark.parametrize("name", mz.list_models())
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_mixed_precision_training_step_on_cuda(name, dtype):
-    cfg = get_config(name)
-    channels = {} if cfg.contract else {"in_channels": 2, "out_channels": 3}
-    model = mz.create_model(name, **channels, **cfg.tiny_args).cuda()
+    model = build_tiny(name).cuda()
     x = torch.randn(2, len(model.pretrained_cfg.contract.in_channels), *SPATIAL, device="cuda")
     with torch.autocast("cuda", dtype=dtype):
         y = model(x)

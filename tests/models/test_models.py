@@ -10,11 +10,16 @@ from medseg_zoo._registry import get_config
 SPATIAL = (64, 64, 32)  # multiples of 16 (UNETR patches) and 32 (Swin UNETR, which needs 2+ voxels at 1/32)
 
 
-@pytest.mark.parametrize("name", mz.list_models())
-def test_forward_backward(name):
+def build_tiny(name: str) -> torch.nn.Module:
+    """A registered model at its tiny test size (generic architectures with 2 inputs and 3 outputs)."""
     cfg = get_config(name)
     channels = {} if cfg.contract else {"in_channels": 2, "out_channels": 3}
-    model = mz.create_model(name, **channels, **cfg.tiny_args)
+    return mz.create_model(name, **channels, **cfg.tiny_args)
+
+
+@pytest.mark.parametrize("name", mz.list_models())
+def test_forward_backward(name):
+    model = build_tiny(name)
     contract = model.pretrained_cfg.contract
     x = torch.randn(2, len(contract.in_channels), *SPATIAL)
     y = model(x)

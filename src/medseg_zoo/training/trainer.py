@@ -392,12 +392,13 @@ class Trainer:
 
     def _write_run_config(self) -> None:
         cfg = config_of(self.model)
+        pretrained, reinitialized = self._origin()
         run = {
             "format": "medseg-zoo-run",
             "model": {
                 "name": cfg.name,
-                "pretrained": self._origin()[0],
-                "reinitialized": sorted(self._origin()[1]),
+                "pretrained": pretrained,
+                "reinitialized": sorted(reinitialized),
                 "load_report": str(getattr(self.model, "load_report", "")),
             },
             "data": {

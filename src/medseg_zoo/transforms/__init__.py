@@ -1,6 +1,5 @@
-"""Transforms: label schemes (`labels`), contract-driven MONAI pipelines
-(`presets`) and resampling between parallel grids
-(`resample`)."""
+"""Transforms: label schemes (`labels`), contract-driven MONAI pipelines (`presets`) and resampling between
+parallel grids (`resample`)."""
 
 from medseg_zoo.transforms.labels import (
     LabelScheme,
