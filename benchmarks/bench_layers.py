@@ -6,7 +6,9 @@ Forward + backward (input and weight gradients) at the sizes unetr_brats meets i
 - ``Linear`` against ``nn.Linear`` on the transformer's token products (256 tokens);
 - ``norm_act`` (fused instance norm + LeakyReLU) on a channels-last map against ``InstanceNorm3d`` then
   ``LeakyReLU`` on the default layout (torch's channels-last instance norm loses precision, see the notes);
-- ``PointwiseConv3d`` against ``nn.Conv3d(kernel_size=1)`` on the default layout.
+- ``PointwiseConv3d`` against ``nn.Conv3d(kernel_size=1)`` on the default layout;
+- the whole ``unet_brats`` network (MONAI's UNet run channels-last with fused norm + PReLU blocks) against
+  MONAI's ``UNet`` with the same weights, on a training batch of 2.
 
     python benchmarks/bench_layers.py --repeats 7 --output docs/benchmarks.md
 """
@@ -20,8 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from monai.networks.nets import UNet
 from torch import nn
 
+import medseg_zoo as mz
 from _report import publish
 from medseg_zoo.layers import Linear, PointwiseConv3d, norm_act
 
@@ -65,6 +69,11 @@ def cases() -> list[tuple[str, str, Run, Run, torch.Tensor, torch.Tensor]]:
         ref.load_state_dict(ours.state_dict())
         x = torch.randn(1, cin, 128, 128, 64)
         out.append((f"PointwiseConv3d ({where})", f"{cin} -> {cout} at 128 x 128 x 64", ref, ours, x, x))
+    monai_unet = UNet(3, 4, 3, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2)
+    zoo_unet = mz.create_model("unet_brats")
+    zoo_unet.load_state_dict(monai_unet.state_dict())
+    x = torch.randn(2, 4, 128, 128, 64)
+    out.append(("`unet_brats` network vs MONAI `UNet`", "2 x 4 x 128 x 128 x 64", monai_unet, zoo_unet, x, x))
     return out
 
 
@@ -77,7 +86,7 @@ def main() -> None:
         parser.error(f"--repeats must be at least 5, got {args.repeats}")
     torch.manual_seed(0)
     rows = [
-        "| layer | size | torch ms | medseg-zoo ms | ratio | max abs diff |",
+        "| layer | size | torch / MONAI ms | medseg-zoo ms | ratio | max abs diff |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for layer, size, ref, ours, x_ref, x_ours in cases():
