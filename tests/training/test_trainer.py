@@ -21,6 +21,7 @@ def test_run_folder(tiny_data, tmp_path):
     trainer = Trainer(tiny_model(), tiny_data, tiny_config(run, epochs=2))
     history = trainer.fit()
     assert [r["epoch"] for r in history] == [1, 2]
+    assert trainer.optimizer.defaults["fused"]  # one kernel for all parameters on the CPU and on CUDA
     for name in ("config.json", "trainer_state.pt", "metrics.csv", "curves.png", "train.log"):
         assert (run / name).is_file(), name
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
