@@ -22,19 +22,40 @@ def exact_float32():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-@pytest.mark.parametrize("name", ["unet_brats", "unetr_brats"])
-def test_predictor_on_cuda_equals_the_cpu(name, exact_float32):
+def _tiny_with_roi(name):
     cfg = get_config(name)
     roi = {} if "img_size" in cfg.tiny_args else {"roi_size": (32, 32, 16)}  # UNETR's tiny img_size is its roi
-    model = mz.create_model(name, **roi, **cfg.tiny_args)
+    return mz.create_model(name, **roi, **cfg.tiny_args)
+
+
+def _case(channels):
     rng = np.random.default_rng(0)
-    image = rng.normal(size=(4, 48, 40, 36)).astype(np.float32)
-    affine = np.diag([1.2, 1.2, 1.5, 1.0])
+    return rng.normal(size=(channels, 48, 40, 36)).astype(np.float32), np.diag([1.2, 1.2, 1.5, 1.0])
+
+
+@pytest.mark.parametrize("name", ["unet_brats", "unetr_brats"])
+def test_predictor_on_cuda_equals_the_cpu(name, exact_float32):
+    model = _tiny_with_roi(name)
+    case = _case(4)
     cpu, gpu = (
-        np.asanyarray(Predictor(model, device=d, amp=False)((image, affine), kind="probabilities").dataobj)
+        np.asanyarray(Predictor(model, device=d, amp=False)(case, kind="probabilities").dataobj)
         for d in ("cpu", "cuda")
     )
     np.testing.assert_allclose(gpu, cpu, atol=1e-4, rtol=0)  # probabilities on the input grid
+
+
+@pytest.mark.parametrize("name", ["unet_brats", "unet_spleen"])  # sigmoid regions, softmax classes
+@pytest.mark.parametrize("aggregation", [None, "cpu"])
+def test_labels_on_cuda_equal_the_cpu_wherever_the_volume_is_worked_on(name, aggregation, exact_float32):
+    model = _tiny_with_roi(name)
+    channels = len(model.pretrained_cfg.contract.in_channels)
+    case = _case(channels)
+    cpu = np.asanyarray(Predictor(model, device="cpu", amp=False)(case).dataobj)
+    predictor = Predictor(model, device="cuda", amp=False, aggregation_device=aggregation)
+    # by default the case stays on the GPU from preprocessing to the labels
+    assert predictor.probabilities(torch.zeros(1, channels, 40, 40, 24)).device.type == (aggregation or "cuda")
+    gpu = np.asanyarray(predictor(case).dataobj)
+    assert gpu.shape == cpu.shape and (gpu == cpu).mean() >= 0.999
 
 
 @pytest.mark.parametrize("name", mz.list_models())

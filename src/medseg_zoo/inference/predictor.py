@@ -49,8 +49,10 @@ class Predictor:
             or ``False`` force it; ``"bf16"`` / ``"fp16"`` pick the type. bf16 can flip labels where a
             probability lies within ~0.01 of the decision (measured in ``docs/benchmarks.md``); pass ``False``
             for fp32 results.
-        aggregation_device: Where overlapping window outputs are blended (default: ``device``; ``"cpu"``
-            saves GPU memory on large volumes). The blending buffer is one roi thick whatever the volume's depth.
+        aggregation_device: Where the whole volume is worked on: preprocessed, its window outputs blended,
+            resampled back to the input grid and decided (default: ``device``, so a case crosses to the GPU once
+            and comes back as labels; ``"cpu"`` saves GPU memory on large volumes). The blending buffer is one
+            roi thick whatever the volume's depth.
         progress: Show a progress bar over windows.
     """
 
@@ -148,18 +150,20 @@ class Predictor:
     @torch.inference_mode()
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(C, X, Y, Z)`` float32 on the model grid of a preprocessed ``(1, C_in, X, Y, Z)`` tensor
-        (sliding windows, flips and ensemble members averaged), on the CPU."""
-        probs = torch.empty((len(self.contract.out_channels), *x.shape[2:]), dtype=torch.float32)
+        (sliding windows, flips and ensemble members averaged), on the aggregation device."""
+        shape = (len(self.contract.out_channels), *x.shape[2:])
+        probs = torch.empty(shape, dtype=torch.float32, device=self.aggregation_device)
         self._stream(x, lambda p, s: probs[..., s].copy_(p))
         return probs
 
-    def _invert(self, pre: MetaTensor, data: torch.Tensor, volume: Volume, nearest: bool) -> np.ndarray:
-        """Model-grid ``(C, ...)`` data back on the input grid (the inverse of reorientation and resampling).
+    def _invert(self, pre: MetaTensor, data: torch.Tensor, volume: Volume, nearest: bool) -> torch.Tensor:
+        """Model-grid ``(C, ...)`` data back on the input grid (the inverse of reorientation and resampling), on
+        ``data``'s device.
 
         Reorienting and resampling to a spacing keep the axes parallel, so this is MONAI's ``Invertd`` (same
         values, a test checks) computed axis by axis.
         """
-        return resample_parallel(data, pre.affine, volume.affine, volume.data.shape[1:], nearest=nearest).numpy()
+        return resample_parallel(data, pre.affine, volume.affine, volume.data.shape[1:], nearest=nearest)
 
     @torch.inference_mode()
     def predict_volume(self, volume: Volume, output: Output = "labels") -> np.ndarray:
@@ -174,7 +178,9 @@ class Predictor:
         if output not in ("labels", "probabilities", "regions"):
             raise ValueError(f"output must be 'labels', 'probabilities' or 'regions', got {output!r}")
         self._check_grid(volume)
-        image = MetaTensor(torch.from_numpy(volume.data), affine=torch.as_tensor(volume.affine))
+        # From here to the decision the case stays on the aggregation device (the GPU by default there).
+        work = self.aggregation_device
+        image = MetaTensor(torch.from_numpy(volume.data).to(work), affine=torch.as_tensor(volume.affine))
         pre = self.preprocess({"image": image})["image"]
         x = pre.as_tensor()[None]
         n = len(self.contract.out_channels)
@@ -183,13 +189,13 @@ class Predictor:
         spatial = volume.data.shape[1:]
 
         if output != "probabilities" and n * math.prod(grid) * 4 > PROBABILITY_BUDGET:
-            decided = torch.empty((n if sigmoid else 1, *grid), dtype=torch.uint8)
+            decided = torch.empty((n if sigmoid else 1, *grid), dtype=torch.uint8, device=work)
 
             def decide(p: torch.Tensor, s: slice) -> None:
                 decided[..., s] = (p > 0.5) if sigmoid else p.argmax(0, keepdim=True)
 
             self._stream(x, decide)
-            back = self._invert(pre, decided, volume, nearest=True).astype(np.uint8)
+            back = self._invert(pre, decided, volume, nearest=True).cpu().numpy()
             return self._finish(back if sigmoid else back[0], output, n)
 
         probs = self.probabilities(x)
@@ -197,22 +203,22 @@ class Predictor:
         if output == "probabilities":
             out = np.empty((*spatial, n), dtype=np.float32)
             for c in chunks:
-                out[..., c] = np.moveaxis(self._invert(pre, probs[c], volume, nearest=False), 0, -1)
+                out[..., c] = self._invert(pre, probs[c], volume, nearest=False).movedim(0, -1).cpu().numpy()
             return out
         if sigmoid:
-            masks = np.empty((n, *spatial), dtype=np.uint8)
+            masks = torch.empty((n, *spatial), dtype=torch.uint8, device=work)
             for c in chunks:
-                masks[c] = self._invert(pre, probs[c], volume, nearest=False) > 0.5
-            return self._finish(masks, output, n)
+                torch.gt(self._invert(pre, probs[c], volume, nearest=False), 0.5, out=masks[c])
+            return self._finish(masks.cpu().numpy(), output, n)
         # softmax: running argmax over channel chunks, never holding every class on the input grid
-        best = np.full(spatial, -1.0, dtype=np.float32)
-        index = np.zeros(spatial, dtype=np.uint8)
+        best = torch.full(spatial, -1.0, dtype=torch.float32, device=work)
+        index = torch.zeros(spatial, dtype=torch.uint8, device=work)
         for c in chunks:
             for offset, channel in enumerate(self._invert(pre, probs[c], volume, nearest=False)):
                 better = channel > best
-                best[better] = channel[better]
-                index[better] = c.start + offset
-        return self._finish(index, output, n)
+                best = torch.where(better, channel, best)
+                index.masked_fill_(better, c.start + offset)
+        return self._finish(index.cpu().numpy(), output, n)
 
     def _check_grid(self, volume: Volume) -> None:
         """Refuse inputs whose resampled grid would be huge (usually voxel sizes wrong in the header)."""

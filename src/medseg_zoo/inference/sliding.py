@@ -47,16 +47,18 @@ def sliding_window_stream(
     """Run ``predictor`` over windows of ``x`` and emit blended outputs plane band by plane band.
 
     Args:
-        x: ``(1, C, X, Y, Z)`` input on the CPU; padded (constant 0) where smaller than the roi.
+        x: ``(1, C, X, Y, Z)`` input on any device (windows are copied to ``device``); padded (constant 0) where
+            smaller than the roi.
         roi: Window size.
         out_channels: Channels of the predictor's output.
         predictor: ``(B, C, *roi) -> (B, out_channels, *roi)`` on ``device``.
-        emit: Receives ``(out_channels, X, Y, k)`` float32 outputs for consecutive ranges of the last axis.
+        emit: Receives ``(out_channels, X, Y, k)`` float32 outputs on ``aggregation_device`` for consecutive
+            ranges of the last axis.
         overlap: Window overlap in [0, 1).
         blend: ``"gaussian"`` or ``"constant"`` weighting of overlapping windows.
         batch_size: Windows per predictor call.
         device: Where the predictor runs.
-        aggregation_device: Where the one-roi-thick blending buffer lives; emitted outputs are on the CPU.
+        aggregation_device: Where the one-roi-thick blending buffer and the emitted outputs live.
         progress: Show a progress bar over windows.
     """
     spatial = tuple(x.shape[2:])
@@ -89,7 +91,7 @@ def sliding_window_stream(
             stop = min(b, start + chunk)
             k = slice(start - band_start, stop - band_start)
             out = acc[:, crop_x, crop_y, k].float() / norm[:, crop_x, crop_y, k]
-            emit(out.cpu(), slice(start - pz0, stop - pz0))
+            emit(out, slice(start - pz0, stop - pz0))
 
     layers = window_starts(nz, rz, overlap)
     bar = tqdm(total=len(layers) * len(xy), unit="window", disable=not progress)

@@ -692,7 +692,7 @@ class Trainer:
                 masks = probs > 0.5
             else:
                 masks = F.one_hot(probs.argmax(0), len(channels)).movedim(-1, 0)
-            mine.append(dice(masks[index], _plain(item["label"])[index]).tolist())
+            mine.append(dice(masks[index], _plain(item["label"]).to(masks.device)[index]).tolist())
         scores = mine
         if self.world > 1:
             gathered: list[Any] = [None] * self.world

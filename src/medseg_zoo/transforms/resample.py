@@ -29,7 +29,8 @@ def resample_parallel(
     *,
     nearest: bool = False,
 ) -> torch.Tensor:
-    """``data`` on the grid ``src_affine`` resampled onto the grid ``(dst_affine, dst_shape)``.
+    """``data`` on the grid ``src_affine`` resampled onto the grid ``(dst_affine, dst_shape)``, on ``data``'s
+    device.
 
     Shapes: ``(C, *src_shape) -> (C, *dst_shape)``. Voxel centres map through the affines; samples outside the
     source grid take the nearest border value (``grid_sample``'s ``"border"`` padding), as MONAI's inverse of
@@ -38,7 +39,7 @@ def resample_parallel(
     Raises:
         ValueError: If the grids' axes are not parallel (a rotation or shear between them).
     """
-    to_src = np.linalg.inv(np.asarray(src_affine, dtype=np.float64)) @ np.asarray(dst_affine, dtype=np.float64)
+    to_src = np.linalg.inv(_matrix(src_affine)) @ _matrix(dst_affine)
     rotation, shift = to_src[:3, :3], to_src[:3, 3]
     axes = [int(np.argmax(np.abs(rotation[:, k]))) for k in range(3)]
     off_axis = np.abs(rotation).sum(axis=0) - np.abs(rotation[axes, range(3)])
@@ -50,11 +51,11 @@ def resample_parallel(
         coords = torch.arange(dst_shape[k], dtype=torch.float64) * rotation[axes[k], k] + shift[axes[k]]
         coords = coords.clamp(0, size - 1)
         if nearest:
-            plan.append((coords.round().long(), None, None))
+            plan.append((coords.round().long().to(data.device), None, None))
             continue
         lower = coords.floor().long()
-        weight = (coords - lower).to(data.dtype).view(-1, *[1] * (2 - k))
-        plan.append((lower, (lower + 1).clamp(max=size - 1), weight))
+        weight = (coords - lower).to(data.device, data.dtype).view(-1, *[1] * (2 - k))
+        plan.append((lower.to(data.device), (lower + 1).clamp(max=size - 1).to(data.device), weight))
     out = data.new_empty((data.shape[0], *dst_shape))
     # One channel at a time: the intermediates stay small enough for the allocator to reuse memory, where
     # volume-sized ones would each be freshly mapped (page faults cost more than the arithmetic).
@@ -64,6 +65,10 @@ def resample_parallel(
             low = torch.index_select(channel, k, lower, out=out[c] if k == 2 else None)
             channel = low if upper is None else low.lerp_(channel.index_select(k, upper), weight)
     return out
+
+
+def _matrix(affine: np.ndarray | torch.Tensor) -> np.ndarray:
+    return np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
 
 
 class SeparableSpacingd(Spacingd):
