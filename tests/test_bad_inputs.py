@@ -426,19 +426,27 @@ def test_check_data_compares_channels_and_labels_with_the_model(work, capsys):
     assert "the model writes labels of scheme 'brats2018' (values 0, 1, 2, 4), the data's are 'msd_task01'" in out
 
 
-def test_folder_prediction_goes_on_past_a_bad_case_and_skips_existing(work, capsys):
+@pytest.mark.parametrize("read_ahead", ["off", "on"])  # on: the next case is read while this one is predicted
+def test_folder_prediction_goes_on_past_a_bad_case_and_skips_existing(work, capsys, read_ahead):
     folder = work / "data" / "imagesTr"
+    reference = work / "reference"
+    assert main(["predict", "--checkpoint", str(work / "ckpt"), "-i", str(folder), "-o", str(reference)]) == 0
     (folder / "BRATS_003.nii.gz").write_bytes(b"not a nifti")
     out = work / "predictions"
-    assert main(["predict", "--checkpoint", str(work / "ckpt"), "-i", str(folder), "-o", str(out)]) == 1
-    err = capsys.readouterr().err
+    common = ["predict", "--checkpoint", str(work / "ckpt"), "-i", str(folder), "-o", str(out)]
+    capsys.readouterr()
+    assert main([*common, "--read-ahead", read_ahead]) == 1
+    captured = capsys.readouterr()
     assert sorted(p.name for p in out.iterdir()) == [f"BRATS_00{i}.nii.gz" for i in (0, 1, 2, 4, 5)]
-    assert "1 of 6 case(s) failed" in err and "BRATS_003: " in err and "cannot read the image" in err
+    assert "1 of 6 case(s) failed" in captured.err and "BRATS_003: " in captured.err
+    assert "cannot read the image" in captured.err
+    assert [line.split("/")[-1] for line in captured.out.split()] == [f"BRATS_00{i}.nii.gz" for i in (0, 1, 2, 4, 5)]
+    for path in out.iterdir():
+        expected = nib.load(reference / path.name)
+        np.testing.assert_array_equal(np.asanyarray(nib.load(path).dataobj), np.asanyarray(expected.dataobj))
     written = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     (folder / "BRATS_003.nii.gz").unlink()
-    assert (
-        main(["predict", "--checkpoint", str(work / "ckpt"), "-i", str(folder), "-o", str(out), "--skip-existing"]) == 0
-    )
+    assert main([*common, "--skip-existing", "--read-ahead", read_ahead]) == 0
     assert "BRATS_000.nii.gz (exists, skipped)" in capsys.readouterr().out
     assert all(out.joinpath(n).stat().st_mtime_ns == t for n, t in written.items())  # not rewritten
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from medseg_zoo._factory import create_model
@@ -81,12 +84,38 @@ def _describe(inputs: object) -> str:
     return ", ".join(f"{k}={v}" for k, v in inputs.items()) if isinstance(inputs, dict) else str(inputs)
 
 
+def _volumes(cases: list, load: Callable[[object], object], ahead: bool) -> Iterator[tuple[object, object]]:
+    """``(case, its volume or the InputError reading it)`` in order.
+
+    With ``ahead``, the next case is read in a background thread while the caller predicts the current one: on a
+    GPU the CPU would otherwise wait. On the CPU reading competes with the network for the cores (measured slower:
+    21.3 s against 19.5 s for 5 BraTS cases on 2 cores), so ``auto`` reads ahead only for GPUs.
+    """
+    from medseg_zoo.inference import InputError
+
+    def read(case: tuple) -> object:
+        try:
+            return load(case[0][1])
+        except InputError as exc:  # reported with its case, in order
+            return exc
+
+    if not ahead:
+        yield from ((case, read(case)) for case in cases)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="medseg-zoo-read") as pool:
+        pending = pool.submit(read, cases[0]) if cases else None
+        for i, case in enumerate(cases):
+            volume = pending.result()
+            pending = pool.submit(read, cases[i + 1]) if i + 1 < len(cases) else None
+            yield case, volume
+
+
 def _predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from medseg_zoo._device import process
     from medseg_zoo.hub import from_pretrained
-    from medseg_zoo.inference import InputError, Predictor
+    from medseg_zoo.inference import InputError, Predictor, load_volume, save_nifti
 
     cases = _cases(args.inputs)
     outputs = _outputs(cases, args.output)  # every process checks all of them: nothing starts unless all are fine
@@ -96,13 +125,22 @@ def _predict(args: argparse.Namespace) -> int:
     amp = {"auto": None, "on": True, "off": False}[args.amp]
     model = from_pretrained(args.checkpoint) if args.checkpoint else create_model(args.model, pretrained=True)
     predictor = Predictor(model, device=device, overlap=args.overlap, tta=args.tta, amp=amp, progress=len(cases) == 1)
-    failed = []
-    for (name, inputs), out in tqdm(mine, desc="cases", unit="case", disable=len(mine) <= 1 or me.rank > 0):
+    todo = []
+    for case, out in mine:
         if args.skip_existing and out.exists():
             print(f"{out} (exists, skipped)")
-            continue
+        else:
+            todo.append((case, out))
+    ahead = {"auto": predictor.device.type != "cpu", "on": True, "off": False}[args.read_ahead]
+    load = partial(load_volume, channels=predictor.contract.in_channels)
+    failed = []
+    volumes = _volumes(todo, load, ahead and len(todo) > 1)
+    bar = tqdm(volumes, desc="cases", unit="case", total=len(todo), disable=len(todo) <= 1 or me.rank > 0)
+    for ((name, _), out), volume in bar:
         try:
-            predictor(inputs, out, kind=args.kind)
+            if isinstance(volume, InputError):
+                raise volume
+            save_nifti(predictor.predict_volume(volume, args.kind), volume, out)
         except InputError as exc:  # one bad case does not stop the others
             failed.append(f"{name}: {exc}")
             continue
@@ -143,6 +181,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true", help="average over the 8 flips (8x slower)")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default 0.5)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--read-ahead",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="read the next case while predicting this one (auto: on a GPU; on the CPU it competes for the cores)",
+    )
     p.add_argument(
         "--amp",
         choices=["auto", "on", "off"],
