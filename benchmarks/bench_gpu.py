@@ -5,7 +5,9 @@ autocast, medians of CUDA-synchronised steps after warm-up, and each side's peak
 ``unetr_brats`` against self-attention-cv's UNETR, ``unetr_monai`` against MONAI's UNETR and ``unet_brats`` against
 MONAI's UNet, each pair with identical weights (converted where the layouts differ); the float32 outputs of a pair
 are compared too. Whole-case inference: one synthetic BraTS-size case file to file, the Predictor (fp32 and its
-default, bf16) against the MONAI pipeline of ``bench_inference.py`` with the network on the GPU.
+default, bf16) against the MONAI pipeline of ``bench_inference.py`` with the network on the GPU; a folder of cases
+through ``medseg-zoo predict`` with and without reading ahead. The Trainer's samples per second with the seed
+UNETR recipe in bf16.
 
     python benchmarks/bench_gpu.py --output docs/benchmarks.md          # on a machine with a CUDA GPU
     python benchmarks/bench_gpu.py --device cpu --smoke                 # tiny sizes: checks the script runs
@@ -32,10 +34,12 @@ from self_attention_cv import UNETR as SourceUNETR
 import medseg_zoo as mz
 from _report import publish
 from bench_inference import SHAPE, alternate, monai_pipeline, write_case
+from bench_training import brats_geometry
 from medseg_zoo.convert.monai import convert_unetr as from_monai
 from medseg_zoo.convert.self_attention_cv import convert_unetr as from_self_attention_cv
 
 Pair = tuple[str, torch.nn.Module, str, torch.nn.Module]
+FOLDER_CASES = 4
 
 
 def unetr_brats(roi: tuple[int, int, int], smoke: bool) -> torch.nn.Module:
@@ -115,6 +119,50 @@ def time_pair(zoo: torch.nn.Module, peer: torch.nn.Module, x, y, dtype, repeats:
     return {name: (statistics.median(ts), peaks[name]) for name, ts in times.items()}
 
 
+def folder_rows(model: torch.nn.Module, shape: tuple[int, ...], device: torch.device, tmp: Path, smoke: bool) -> list:
+    """Seconds per case of ``medseg-zoo predict`` over a folder, reading ahead and not."""
+    from medseg_zoo.cli import main as cli
+
+    cases = tmp / "cases"
+    cases.mkdir()
+    for i in range(FOLDER_CASES):
+        write_case(cases, shape).rename(cases / f"case_{i}.nii.gz")
+    checkpoint = mz.save_pretrained(model, tmp / "checkpoint")
+    modes = ("off", "on")
+    seconds: dict[str, list[float]] = {mode: [] for mode in modes}
+    for repeat in range(3 if not smoke else 1):
+        for mode in modes:
+            out = tmp / f"folder_{mode}_{repeat}"
+            args = ["predict", "--checkpoint", str(checkpoint), "-i", str(cases), "-o", str(out)]
+            start = time.perf_counter()
+            assert cli([*args, "--device", str(device), "--read-ahead", mode]) == 0
+            sync(device)
+            seconds[mode].append((time.perf_counter() - start) / FOLDER_CASES)
+    off, on = (statistics.median(seconds[m]) for m in modes)
+    return [
+        "| `medseg-zoo predict` over a folder | s per case |",
+        "|---|---:|",
+        f"| one case after another | {off:.2f} |",
+        f"| next case read ahead | {on:.2f} ({off / on:.2f}x) |",
+    ]
+
+
+def trainer_rows(device: torch.device, tmp: Path, smoke: bool) -> list[str]:
+    """Samples per second of the Trainer, the seed UNETR recipe in bf16."""
+    from medseg_zoo.data import make_dataset
+    from medseg_zoo.training import Trainer, recipe
+
+    shape, roi = ((64, 64, 48), (32, 32, 32)) if smoke else ((240, 240, 155), (128, 128, 64))
+    root = make_dataset(tmp / "train", n_cases=5 if smoke else 10, shape=shape, seed=3)
+    brats_geometry(root)
+    epochs = 3 if smoke else 5
+    config = recipe("unetr_brats", epochs=epochs, val_every=10_000, amp="bf16", device=str(device))
+    config = config.replace(output=str(tmp / "run"), progress=False)
+    history = Trainer(unetr_brats(roi, smoke), root, config).fit()
+    rate = statistics.median(r["samples_per_second"] for r in history[1:])
+    return ["| Trainer, `unetr_brats` recipe, bf16 | samples/s |", "|---|---:|", f"| one process | {rate:.2f} |"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu with --smoke")
@@ -173,6 +221,10 @@ def main() -> None:
         med = statistics.median(times[name])
         inference.append(f"| {name} | {med:.2f} | {base / med:.2f}x | {100 * (data == ref).mean():.3f} % |")
     print(*inference, sep="\n")
+    folder = folder_rows(model, shape, device, tmp, args.smoke)
+    print(*folder, sep="\n")
+    trainer = trainer_rows(device, tmp, args.smoke)
+    print(*trainer, sep="\n")
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (smoke run)"
     publish(
         [
@@ -188,6 +240,16 @@ def main() -> None:
             "`unetr_brats` (seeded random weights).",
             "",
             *inference,
+            "",
+            f"A folder of {FOLDER_CASES} such cases, `medseg-zoo predict` (default precision), the next case read "
+            "while the current one is predicted or not; the two runs alternate.",
+            "",
+            *folder,
+            "",
+            "The Trainer with the `unetr_brats` recipe under bf16 autocast on synthetic BraTS-size cases (one "
+            "process): samples per second of whole epochs, data loading included, median after a warm-up epoch.",
+            "",
+            *trainer,
         ],
         args.output,
         "gpu",
