@@ -33,9 +33,13 @@ def _leaky_relu() -> nn.Module:
 
 
 class PointwiseConv3d(nn.Conv3d):
-    """A 1x1x1 convolution computed as a matrix product over channels (for channels-last inputs, torch's own).
+    """A 1x1x1 convolution computed as one batched matrix product over channels (for channels-last inputs,
+    torch's own).
 
     Shapes: ``(B, C_in, D, H, W) -> (B, C_out, D, H, W)``. Same parameters as ``nn.Conv3d(kernel_size=1)``.
+    The product reads the input where it lies and keeps only a view of it for the backward pass: 32 -> 16
+    channels at 2 x 128^2 x 64, forward + backward, 0.49 s against 1.13 s for ``nn.Conv3d`` and 1.17 s for
+    ``torch.matmul``, which also saved a transposed 256 MiB copy of the input (CPU; see ``docs/benchmarks.md``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, bias: bool = True) -> None:
@@ -45,9 +49,11 @@ class PointwiseConv3d(nn.Conv3d):
         if is_channels_last(x):  # oneDNN runs channels-last 1x1x1 convolutions as one GEMM already
             return super().forward(x)
         b, _, *spatial = x.shape
-        y = torch.matmul(self.weight.flatten(1), x.flatten(2))
-        if self.bias is not None:
-            y = y + self.bias[:, None]
+        weight = self.weight.flatten(1).expand(b, -1, -1)
+        if self.bias is None:
+            y = torch.bmm(weight, x.flatten(2))
+        else:
+            y = torch.baddbmm(self.bias[None, :, None].expand(b, -1, 1), weight, x.flatten(2))
         return y.view(b, self.out_channels, *spatial)
 
 
