@@ -9,7 +9,8 @@ default, bf16) against the MONAI pipeline of ``bench_inference.py`` with the net
 through ``medseg-zoo predict`` with and without reading ahead. The Trainer's samples per second with the seed
 UNETR recipe in bf16.
 
-    python benchmarks/bench_gpu.py --output docs/benchmarks.md          # on a machine with a CUDA GPU
+    python benchmarks/fit_synthetic.py --device cuda --workers 8 --output /tmp/fitted.safetensors
+    python benchmarks/bench_gpu.py --weights /tmp/fitted.safetensors --output docs/benchmarks.md   # with a GPU
     python benchmarks/bench_gpu.py --device cpu --smoke                 # tiny sizes: checks the script runs
 
 Not part of ``make bench`` (CI and the project's machine have no GPU).
@@ -29,6 +30,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.losses import DiceCELoss
+from safetensors.torch import load_file
 from self_attention_cv import UNETR as SourceUNETR
 
 import medseg_zoo as mz
@@ -169,6 +171,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed steps per side and precision")
     parser.add_argument("--smoke", action="store_true", help="tiny models and inputs: checks that the script runs")
     parser.add_argument("--output", type=Path, help="markdown file whose 'gpu' section gets the tables")
+    parser.add_argument("--weights", type=Path, help="unetr_brats state dict for inference (see fit_synthetic.py)")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True  # both sides of each training pair autotune their convolutions
@@ -202,6 +205,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="medseg-bench-gpu-"))
     path = write_case(tmp, shape)
     model = unetr_brats(roi, args.smoke).eval()
+    if args.weights:  # a fitted network: agreement on untrained near-0.5 outputs says little
+        model.load_state_dict(load_file(args.weights))
     fp32, default = mz.Predictor(model, device=device, amp=False), mz.Predictor(model, device=device)
     runs = {
         "MONAI pipeline, network on the GPU (fp32)": lambda out: monai_pipeline(model, path, out),
@@ -227,6 +232,7 @@ def main() -> None:
     trainer = trainer_rows(device, tmp, args.smoke)
     print(*trainer, sep="\n")
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (smoke run)"
+    weights = f"weights `{args.weights.name}` from fit_synthetic.py" if args.weights else "seeded random weights"
     publish(
         [
             f"## On the GPU ({gpu})",
@@ -238,7 +244,7 @@ def main() -> None:
             *rows,
             "",
             f"Whole case, file to file: one synthetic case of 4 x {' x '.join(map(str, shape))} through "
-            "`unetr_brats` (seeded random weights).",
+            f"`unetr_brats` ({weights}).",
             "",
             *inference,
             "",
