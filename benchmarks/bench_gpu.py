@@ -155,7 +155,7 @@ def trainer_rows(device: torch.device, tmp: Path, smoke: bool) -> list[str]:
     from medseg_zoo.training import Trainer, recipe
 
     shape, roi = ((64, 64, 48), (32, 32, 32)) if smoke else ((240, 240, 155), (128, 128, 64))
-    root = make_dataset(tmp / "train", n_cases=5 if smoke else 10, shape=shape, seed=3)
+    root = make_dataset(tmp / "train", n_cases=5 if smoke else 6, shape=shape, seed=3)
     brats_geometry(root)
     epochs = 3 if smoke else 5
     config = recipe("unetr_brats", epochs=epochs, val_every=10_000, amp="bf16", device=str(device))

@@ -18,7 +18,7 @@ OUT=${OUT:-/tmp/medseg-gpu-out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -m pytest -q tests/test_cuda.py tests/layers/test_linear.py 2>&1 | tee "$OUT/cuda_tests.log"
-python3 benchmarks/fit_synthetic.py --device cuda --workers 8 --cases 6 --steps 150 \
+python3 benchmarks/fit_synthetic.py --device cuda --workers 8 --cases 4 --steps 150 \
     --output /tmp/fitted.safetensors 2>&1 | tail -n 3 | tee "$OUT/fit.log"
 cd benchmarks && python3 bench_gpu.py --weights /tmp/fitted.safetensors --output "$OUT/benchmarks.md" 2>&1 |
     tee "$OUT/bench_gpu.log"
