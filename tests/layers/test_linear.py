@@ -1,8 +1,17 @@
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from medseg_zoo.layers import Linear, linear
+
+
+@pytest.fixture(params=[True, False], ids=["onednn", "torch"])
+def onednn(request, monkeypatch):
+    """Both products on any CPU, whichever one this CPU's capability picks."""
+    monkeypatch.setattr(sys.modules["medseg_zoo.layers.linear"], "ONEDNN_PRODUCTS", request.param)
+    return request.param
 
 
 def _within_rounding_bound(actual, exact, magnitude, terms):
@@ -15,7 +24,7 @@ def _within_rounding_bound(actual, exact, magnitude, terms):
 
 @pytest.mark.parametrize("shape", [(2, 300, 48), (700, 48), (48,)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear_equals_torch(shape, bias):
+def test_linear_equals_torch(shape, bias, onednn):
     """Both the zoo's product and torch's are compared with float64 within float32's rounding bound."""
     torch.manual_seed(0)
     layer = Linear(48, 40, bias=bias)
@@ -38,14 +47,14 @@ def test_linear_equals_torch(shape, bias):
             _within_rounding_bound(grad, exact_grad, bound, terms)
 
 
-def test_linear_passes_other_dtypes_and_empty_inputs_to_torch():
+def test_linear_passes_other_dtypes_and_empty_inputs_to_torch(onednn):
     w = torch.randn(5, 3, dtype=torch.float64)
     x = torch.randn(4, 3, dtype=torch.float64)
     assert torch.equal(linear(x, w), F.linear(x, w))
     assert linear(torch.randn(0, 3), w.float()).shape == (0, 5)
 
 
-def test_linear_under_cpu_autocast_is_torchs_half_precision_product():
+def test_linear_under_cpu_autocast_is_torchs_half_precision_product(onednn):
     torch.manual_seed(0)
     w, x = torch.randn(40, 48), torch.randn(300, 48)
     with torch.autocast("cpu", dtype=torch.bfloat16):
