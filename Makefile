@@ -18,7 +18,8 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/medseg-zoo demo
 
-# A network that makes confident predictions, for the inference benchmark's agreement (fitted once, ~8 min).
+# A network that makes confident predictions, for the inference benchmark's agreement (fitted once: ~8 min on the
+# AVX-512 host of the published tables; ~29 s per step, over an hour, on an AVX2-only 2-core host under load).
 BENCH_WEIGHTS := benchmarks/.cache/unetr_brats_synthetic.safetensors
 
 $(BENCH_WEIGHTS): | $(STAMP)
