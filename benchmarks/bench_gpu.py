@@ -130,17 +130,19 @@ def folder_rows(model: torch.nn.Module, shape: tuple[int, ...], device: torch.de
     for i in range(FOLDER_CASES):
         write_case(cases, shape).rename(cases / f"case_{i}.nii.gz")
     checkpoint = mz.save_pretrained(model, tmp / "checkpoint")
-    modes = ("off", "on")
-    seconds: dict[str, list[float]] = {mode: [] for mode in modes}
-    for repeat in range(3 if not smoke else 1):
-        for mode in modes:
-            out = tmp / f"folder_{mode}_{repeat}"
-            args = ["predict", "--checkpoint", str(checkpoint), "-i", str(cases), "-o", str(out)]
-            start = time.perf_counter()
-            assert cli([*args, "--device", str(device), "--read-ahead", mode]) == 0
-            sync(device)
-            seconds[mode].append((time.perf_counter() - start) / FOLDER_CASES)
-    off, on = (statistics.median(seconds[m]) for m in modes)
+    args = ["predict", "--checkpoint", str(checkpoint), "-i", str(cases), "--device", str(device)]
+
+    def run(mode: str) -> Callable[[Path], None]:
+        def predict(out: Path) -> None:
+            assert cli([*args, "-o", str(out), "--read-ahead", mode]) == 0
+
+        return predict
+
+    runs = {mode: run(mode) for mode in ("off", "on")}
+    times = alternate(
+        runs, {mode: tmp / f"folder_{mode}" for mode in runs}, 3 if not smoke else 1, lambda: sync(device)
+    )
+    off, on = (statistics.median(times[mode]) / FOLDER_CASES for mode in runs)
     return [
         "| `medseg-zoo predict` over a folder | s per case |",
         "|---|---:|",

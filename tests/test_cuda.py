@@ -23,9 +23,8 @@ def exact_float32():
 
 
 def _tiny_with_roi(name):
-    cfg = get_config(name)
-    roi = {} if "img_size" in cfg.tiny_args else {"roi_size": (32, 32, 16)}  # UNETR's tiny img_size is its roi
-    return mz.create_model(name, **roi, **cfg.tiny_args)
+    roi = {} if "img_size" in get_config(name).tiny_args else {"roi_size": (32, 32, 16)}  # UNETR's: its img_size
+    return build_tiny(name, **roi)
 
 
 def _case(channels):

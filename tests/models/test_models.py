@@ -10,11 +10,12 @@ from medseg_zoo._registry import get_config
 SPATIAL = (64, 64, 32)  # multiples of 16 (UNETR patches) and 32 (Swin UNETR, which needs 2+ voxels at 1/32)
 
 
-def build_tiny(name: str) -> torch.nn.Module:
-    """A registered model at its tiny test size (generic architectures with 2 inputs and 3 outputs)."""
+def build_tiny(name: str, **changes: object) -> torch.nn.Module:
+    """A registered model at its tiny test size (generic architectures with 2 inputs and 3 outputs), with
+    ``changes`` to its arguments."""
     cfg = get_config(name)
     channels = {} if cfg.contract else {"in_channels": 2, "out_channels": 3}
-    return mz.create_model(name, **channels, **cfg.tiny_args)
+    return mz.create_model(name, **channels, **cfg.tiny_args, **changes)
 
 
 @pytest.mark.parametrize("name", mz.list_models())

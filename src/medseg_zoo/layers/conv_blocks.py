@@ -37,9 +37,8 @@ class PointwiseConv3d(nn.Conv3d):
     torch's own).
 
     Shapes: ``(B, C_in, D, H, W) -> (B, C_out, D, H, W)``. Same parameters as ``nn.Conv3d(kernel_size=1)``.
-    The product reads the input where it lies and keeps only a view of it for the backward pass: 32 -> 16
-    channels at 2 x 128^2 x 64, forward + backward, 0.49 s against 1.13 s for ``nn.Conv3d`` and 1.17 s for
-    ``torch.matmul``, which also saved a transposed 256 MiB copy of the input (CPU; see ``docs/benchmarks.md``).
+    The product reads the input where it lies and keeps only a view of it for the backward pass (``torch.matmul``
+    kept a transposed copy); its CPU time against ``nn.Conv3d`` is in the "Layers" table of ``docs/benchmarks.md``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, bias: bool = True) -> None:

@@ -17,6 +17,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Spacingd
 from monai.transforms.lazy.functional import apply_pending
+from monai.utils import convert_to_numpy
 
 __all__ = ["SeparableSpacingd", "resample_parallel"]
 
@@ -39,7 +40,8 @@ def resample_parallel(
     Raises:
         ValueError: If the grids' axes are not parallel (a rotation or shear between them).
     """
-    to_src = np.linalg.inv(_matrix(src_affine)) @ _matrix(dst_affine)
+    src, dst = (convert_to_numpy(a, dtype=np.float64) for a in (src_affine, dst_affine))  # tensors from any device
+    to_src = np.linalg.inv(src) @ dst
     rotation, shift = to_src[:3, :3], to_src[:3, 3]
     axes = [int(np.argmax(np.abs(rotation[:, k]))) for k in range(3)]
     off_axis = np.abs(rotation).sum(axis=0) - np.abs(rotation[axes, range(3)])
@@ -48,14 +50,14 @@ def resample_parallel(
     plan = []
     for k in range(3):
         size = data.shape[1 + axes[k]]
-        coords = torch.arange(dst_shape[k], dtype=torch.float64) * rotation[axes[k], k] + shift[axes[k]]
-        coords = coords.clamp(0, size - 1)
+        coords = torch.arange(dst_shape[k], dtype=torch.float64, device=data.device)
+        coords = (coords * rotation[axes[k], k] + shift[axes[k]]).clamp(0, size - 1)
         if nearest:
-            plan.append((coords.round().long().to(data.device), None, None))
+            plan.append((coords.round().long(), None, None))
             continue
         lower = coords.floor().long()
-        weight = (coords - lower).to(data.device, data.dtype).view(-1, *[1] * (2 - k))
-        plan.append((lower.to(data.device), (lower + 1).clamp(max=size - 1).to(data.device), weight))
+        weight = (coords - lower).to(data.dtype).view(-1, *[1] * (2 - k))
+        plan.append((lower, (lower + 1).clamp(max=size - 1), weight))
     out = data.new_empty((data.shape[0], *dst_shape))
     # One channel at a time: the intermediates stay small enough for the allocator to reuse memory, where
     # volume-sized ones would each be freshly mapped (page faults cost more than the arithmetic).
@@ -65,10 +67,6 @@ def resample_parallel(
             low = torch.index_select(channel, k, lower, out=out[c] if k == 2 else None)
             channel = low if upper is None else low.lerp_(channel.index_select(k, upper), weight)
     return out
-
-
-def _matrix(affine: np.ndarray | torch.Tensor) -> np.ndarray:
-    return np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
 
 
 class SeparableSpacingd(Spacingd):
