@@ -2,7 +2,9 @@
 
 Both models get identical weights (converted with medseg_zoo.convert.self_attention_cv) and the same input,
 1 x 4 x 128 x 128 x 64 fp32 on the CPU. Runs alternate between the two after one warm-up each; the table
-reports the median and the fastest of ``--repeats`` runs, and how far the outputs and gradients differ.
+reports the median and the fastest of ``--repeats`` runs, how far the outputs and gradients differ, and the
+memory each model keeps for its backward pass (the tensors autograd saves in one forward, parameters and input
+left out, each storage counted once).
 
     python benchmarks/bench_unetr.py --repeats 7 --output docs/benchmarks.md
 """
@@ -32,6 +34,21 @@ def step(model: torch.nn.Module, stem: str, x: torch.Tensor) -> tuple[float, tor
     y.square().mean().backward()
     seconds = time.perf_counter() - start
     return seconds, y.detach(), model.get_parameter(stem).grad.detach()
+
+
+def kept_for_backward(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd keeps from one forward, other than the parameters and ``x``."""
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    own = {p.untyped_storage().data_ptr() for p in model.parameters()} | {x.untyped_storage().data_ptr()}
+    return sum(n for ptr, n in kept.items() if ptr not in own)
 
 
 def main() -> None:
@@ -69,12 +86,13 @@ def main() -> None:
 
     base = statistics.median(times["self-attention-cv 1.2.3 UNETR"])
     rows = [
-        "| model | median s | fastest s | time vs self-attention-cv |",
-        "|---|---:|---:|---:|",
+        "| model | median s | fastest s | time vs self-attention-cv | kept for backward, MiB |",
+        "|---|---:|---:|---:|---:|",
     ]
     for name, ts in times.items():
         med = statistics.median(ts)
-        rows.append(f"| {name} | {med:.2f} | {min(ts):.2f} | {med / base:.2f}x |")
+        kept = kept_for_backward(models[name][0], x) / 2**20
+        rows.append(f"| {name} | {med:.2f} | {min(ts):.2f} | {med / base:.2f}x | {kept:.0f} |")
     publish(
         [
             "## UNETR training step (CPU, fp32)",
