@@ -7,6 +7,7 @@ Forward + backward (input and weight gradients) at the sizes unetr_brats meets i
 - ``norm_act`` (fused instance norm + LeakyReLU) on a channels-last map against ``InstanceNorm3d`` then
   ``LeakyReLU`` on the default layout (torch's channels-last instance norm loses precision, see the notes);
 - ``PointwiseConv3d`` against ``nn.Conv3d(kernel_size=1)`` on the default layout;
+- ``SameConv3d`` against ``nn.Conv3d(kernel_size=3, padding=1)``, both channels-last (the decoder's layout);
 - the whole ``unet_brats`` network (MONAI's UNet run channels-last with fused norm + PReLU blocks) against
   MONAI's ``UNet`` with the same weights, on a training batch of 2.
 
@@ -27,7 +28,7 @@ from torch import nn
 
 import medseg_zoo as mz
 from _report import publish
-from medseg_zoo.layers import Linear, PointwiseConv3d, norm_act
+from medseg_zoo.layers import Linear, PointwiseConv3d, SameConv3d, norm_act
 
 CL = torch.channels_last_3d
 Run = Callable[[torch.Tensor], torch.Tensor]
@@ -69,6 +70,12 @@ def cases() -> list[tuple[str, str, Run, Run, torch.Tensor, torch.Tensor]]:
         ref.load_state_dict(ours.state_dict())
         x = torch.randn(1, cin, 128, 128, 64)
         out.append((f"PointwiseConv3d ({where})", f"{cin} -> {cout} at 128 x 128 x 64", ref, ours, x, x))
+    for cin, cout, where in [(32, 16, "decoder, after the concatenation"), (16, 16, "decoder and stem, second")]:
+        ours = SameConv3d(cin, cout)
+        ref = nn.Conv3d(cin, cout, 3, padding=1)
+        ref.load_state_dict(ours.state_dict())
+        x = torch.randn(1, cin, 128, 128, 64).contiguous(memory_format=CL)
+        out.append((f"SameConv3d ({where})", f"{cin} -> {cout} at 128 x 128 x 64", ref, ours, x, x))
     monai_unet = UNet(3, 4, 3, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2)
     zoo_unet = mz.create_model("unet_brats")
     zoo_unet.load_state_dict(monai_unet.state_dict())

@@ -6,6 +6,7 @@ from medseg_zoo.layers import (
     ConvNormAct,
     PointwiseConv3d,
     ResBlock,
+    SameConv3d,
     UnetrSkipBlock,
     UnetrUpBlock,
     UpConv3d,
@@ -36,6 +37,55 @@ def test_pointwise_conv_saves_no_copy_of_its_input():
     ):
         conv(x)
     assert set(saved) <= {p.untyped_storage().data_ptr() for p in (x, conv.weight, conv.bias)}
+
+
+@pytest.mark.parametrize(
+    ("cin", "cout", "kernel", "bias", "layout"),
+    [
+        (6, 3, 3, True, torch.channels_last_3d),  # narrowing: the mirrored weight gradient
+        (6, 3, 3, False, torch.contiguous_format),
+        (8, 5, 5, True, torch.contiguous_format),
+        (3, 6, 3, True, torch.channels_last_3d),  # widening: torch's own backward
+    ],
+)
+def test_same_conv_equals_conv3d(cin, cout, kernel, bias, layout):
+    conv = SameConv3d(cin, cout, kernel, bias=bias)
+    x = torch.randn(2, cin, 7, 6, 5).contiguous(memory_format=layout).requires_grad_()
+    ref = F.conv3d(x, conv.weight, conv.bias, padding=kernel // 2)
+    out = conv(x)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    params = (x, conv.weight, conv.bias) if bias else (x, conv.weight)
+    for mine, theirs in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(ref, params, g), strict=True):
+        torch.testing.assert_close(mine, theirs)
+
+
+def test_same_conv_frozen_or_input_without_gradient():
+    conv = SameConv3d(6, 3)
+    x, g = torch.randn(1, 6, 5, 5, 5), torch.randn(1, 3, 5, 5, 5)
+    ref = F.conv3d(x, conv.weight, conv.bias, padding=1)
+    (weight_grad,) = torch.autograd.grad(conv(x), conv.weight, g)  # x needs no gradient
+    torch.testing.assert_close(weight_grad, torch.autograd.grad(ref, conv.weight, g)[0])
+    conv.requires_grad_(False)
+    x.requires_grad_()
+    (input_grad,) = torch.autograd.grad(conv(x).sum(), x)
+    torch.testing.assert_close(input_grad, torch.autograd.grad(F.conv3d(x, conv.weight, padding=1).sum(), x)[0])
+
+
+def test_same_conv_saves_only_its_input_and_weight():
+    conv = SameConv3d(6, 3)
+    x = torch.randn(1, 6, 5, 5, 5, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append(t.untyped_storage().data_ptr()) or t, lambda t: t
+    ):
+        conv(x)
+    assert set(saved) == {x.untyped_storage().data_ptr(), conv.weight.untyped_storage().data_ptr()}
+
+
+def test_same_conv_needs_an_odd_kernel():
+    with pytest.raises(ValueError, match="odd kernel size, got 2"):
+        SameConv3d(4, 2, 2)
 
 
 @pytest.mark.parametrize(("scale", "bias"), [(2, False), (2, True), (3, False)])
