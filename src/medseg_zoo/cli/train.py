@@ -23,6 +23,7 @@ _CONFIG_OPTIONS = (
     "warmup_epochs",
     "weight_decay",
     "grad_accumulation",
+    "loss",
     "amp",
     "device",
     "val_every",
@@ -199,6 +200,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup-epochs", type=int)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--grad-accumulation", type=int, help="batches per optimiser step")
+    p.add_argument(
+        "--loss",
+        choices=["dice_ce", "monai_dice_ce"],
+        help="dice_ce: Dice + binary cross-entropy per region (sigmoid) or cross-entropy (softmax); monai_dice_ce: "
+        "MONAI's DiceCELoss as the seed tutorial called it",
+    )
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"])
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1")
     p.add_argument("--val-every", type=int, help="validate every K epochs")

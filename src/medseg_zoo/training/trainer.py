@@ -448,8 +448,8 @@ class Trainer:
     # --- what users override --------------------------------------------------------------------------------------
 
     def build_loss(self) -> nn.Module:
-        """The loss: Dice + cross-entropy from the contract (`loss_for`)."""
-        return loss_for(self.contract)
+        """The loss: ``config.loss`` for the contract's outputs (`loss_for`)."""
+        return loss_for(self.contract, self.config.loss)
 
     def build_optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
         """The optimiser over parameter groups (each with its ``lr``; see `_parameter_groups`)."""
