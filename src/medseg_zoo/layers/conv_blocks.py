@@ -100,31 +100,24 @@ class _SameConv(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         mirrored = need_w and weight.shape[1] > weight.shape[0]
-        ones, zeros = [1, 1, 1], [0, 0, 0]
         grad_x = grad_w = None
         if need_x or (need_w and not mirrored):
             # no bias here: asked for one, oneDNN also computes the weight gradient, even where it is not wanted
-            grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
-                grad,
-                x,
-                weight,
-                None,
-                ones,
-                ctx.padding,
-                ones,
-                False,
-                zeros,
-                1,
-                [need_x, need_w and not mirrored, False],
-            )
+            grad_x, grad_w, _ = _backward(grad, x, weight, ctx.padding, [need_x, need_w and not mirrored, False])
         if mirrored:
             # sum_p grad[o, p] x[i, p + k] is, with the roles of grad and x exchanged, the kernel offset -k
-            grad_w = torch.ops.aten.convolution_backward(
-                x, grad, weight.transpose(0, 1), None, ones, ctx.padding, ones, False, zeros, 1, [False, True, False]
-            )[1]
+            grad_w = _backward(x, grad, weight.transpose(0, 1), ctx.padding, [False, True, False])[1]
             grad_w = grad_w.flip(2, 3, 4).transpose(0, 1)
         grad_b = grad.sum((0, 2, 3, 4)) if need_b else None
         return grad_x, grad_w, grad_b, None
+
+
+def _backward(
+    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, ...], mask: list[bool]
+) -> tuple[torch.Tensor | None, ...]:
+    """torch's convolution backward, stride 1 and no bias, for the gradients ``mask`` asks for (input, weight)."""
+    ones = [1, 1, 1]
+    return torch.ops.aten.convolution_backward(grad, x, weight, None, ones, padding, ones, False, [0, 0, 0], 1, mask)
 
 
 def conv3d(
