@@ -177,8 +177,8 @@ def main() -> None:
             "## Training throughput (CPU, fp32, seed recipe)",
             "",
             f"{len(train_items)} synthetic 240x240x155 training cases, roi 128x128x64, batch 2, AdamW 1e-4, "
-            f"Dice + BCE; medians over {args.epochs} epochs per side after a warm-up epoch, the two sides "
-            "alternating epoch by epoch in one process. Samples per second include data loading.",
+            f"MONAI's DiceCELoss(sigmoid=True); medians over {args.epochs} epochs per side after a warm-up epoch, "
+            "the two sides alternating epoch by epoch in one process. Samples per second include data loading.",
             "",
             *rows,
         ],
