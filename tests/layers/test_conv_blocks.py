@@ -13,17 +13,31 @@ from medseg_zoo.layers import (
 )
 
 
+def assert_same_as_reference(out: torch.Tensor, ref: torch.Tensor, params: tuple[torch.Tensor, ...]) -> None:
+    """Equal outputs, and equal gradients of ``params`` for one random output gradient."""
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    for mine, theirs in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(ref, params, g), strict=True):
+        torch.testing.assert_close(mine, theirs)
+
+
+def saved_storages(module: torch.nn.Module, x: torch.Tensor) -> list[int]:
+    """Storage addresses of the tensors autograd keeps from one forward of ``module``."""
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append(t.untyped_storage().data_ptr()) or t, lambda t: t
+    ):
+        module(x)
+    return saved
+
+
 @pytest.mark.parametrize("bias", [True, False])
 def test_pointwise_conv_equals_conv3d(bias):
     conv = PointwiseConv3d(5, 7, bias=bias)
     x = torch.randn(2, 5, 6, 4, 3, requires_grad=True)
     ref = F.conv3d(x, conv.weight, conv.bias)
     out = conv(x)
-    torch.testing.assert_close(out, ref)
-    g = torch.randn_like(ref)
-    params = (x, conv.weight, conv.bias) if bias else (x, conv.weight)
-    for mine, theirs in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(ref, params, g), strict=True):
-        torch.testing.assert_close(mine, theirs)
+    assert_same_as_reference(out, ref, (x, conv.weight, conv.bias) if bias else (x, conv.weight))
 
 
 def test_pointwise_conv_saves_no_copy_of_its_input():
@@ -31,11 +45,7 @@ def test_pointwise_conv_saves_no_copy_of_its_input():
     copy of each full-resolution input made the zoo's UNETR step use more memory than its peers')."""
     conv = PointwiseConv3d(5, 7)
     x = torch.randn(2, 5, 6, 4, 3, requires_grad=True)
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(
-        lambda t: saved.append(t.untyped_storage().data_ptr()) or t, lambda t: t
-    ):
-        conv(x)
+    saved = saved_storages(conv, x)
     assert set(saved) <= {p.untyped_storage().data_ptr() for p in (x, conv.weight, conv.bias)}
 
 
@@ -53,11 +63,7 @@ def test_same_conv_equals_conv3d(cin, cout, kernel, bias, layout):
     x = torch.randn(2, cin, 7, 6, 5).contiguous(memory_format=layout).requires_grad_()
     ref = F.conv3d(x, conv.weight, conv.bias, padding=kernel // 2)
     out = conv(x)
-    torch.testing.assert_close(out, ref)
-    g = torch.randn_like(ref)
-    params = (x, conv.weight, conv.bias) if bias else (x, conv.weight)
-    for mine, theirs in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(ref, params, g), strict=True):
-        torch.testing.assert_close(mine, theirs)
+    assert_same_as_reference(out, ref, (x, conv.weight, conv.bias) if bias else (x, conv.weight))
 
 
 def test_same_conv_frozen_or_input_without_gradient():
@@ -75,11 +81,7 @@ def test_same_conv_frozen_or_input_without_gradient():
 def test_same_conv_saves_only_its_input_and_weight():
     conv = SameConv3d(6, 3)
     x = torch.randn(1, 6, 5, 5, 5, requires_grad=True)
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(
-        lambda t: saved.append(t.untyped_storage().data_ptr()) or t, lambda t: t
-    ):
-        conv(x)
+    saved = saved_storages(conv, x)
     assert set(saved) == {x.untyped_storage().data_ptr(), conv.weight.untyped_storage().data_ptr()}
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from medseg_zoo._factory import create_model
 from medseg_zoo._registry import get_config
 from medseg_zoo.errors import TrainingError
+from medseg_zoo.training.losses import LOSSES
 
 __all__ = ["add_commands"]
 
@@ -202,7 +203,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grad-accumulation", type=int, help="batches per optimiser step")
     p.add_argument(
         "--loss",
-        choices=["dice_ce", "monai_dice_ce"],
+        choices=LOSSES,
         help="dice_ce: Dice + binary cross-entropy per region (sigmoid) or cross-entropy (softmax); monai_dice_ce: "
         "MONAI's DiceCELoss as the seed tutorial called it",
     )
