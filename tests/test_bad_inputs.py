@@ -15,7 +15,7 @@ import medseg_zoo as mz
 from medseg_zoo.cli import main
 from medseg_zoo.convert import ConversionError
 from medseg_zoo.data import DataSetError, discover, make_dataset
-from medseg_zoo.errors import DeviceError, InvalidOverrideError, UnknownModelError
+from medseg_zoo.errors import DeviceError, InvalidArgumentError, InvalidOverrideError, OutputError, UnknownModelError
 from medseg_zoo.hub import CheckpointError, HubError
 from medseg_zoo.inference import InputError
 from tests.conftest import snapshot
@@ -91,17 +91,17 @@ API = [
         InvalidOverrideError,
         r"out_channels must be a count or a sequence of names, got True",
     ),
-    ("spatial_dims 2", lambda w: mz.create_model("unet_brats", spatial_dims=2), InvalidOverrideError, r"must be 3"),
+    ("spatial_dims 2", lambda w: mz.create_model("unet_brats", spatial_dims=2), InvalidArgumentError, r"must be 3"),
     (
         "scheme against outputs",
         lambda w: mz.create_model("unet_brats", out_channels=["bg", "lesion"], label_scheme="msd_task01"),
-        InvalidOverrideError,
+        InvalidArgumentError,
         r"label scheme 'msd_task01' needs sigmoid regions TC, WT, ET; the contract has sigmoid outputs bg, lesion",
     ),
     (
         "unknown label scheme",
         lambda w: mz.create_model("unet", in_channels=1, out_channels=2, label_scheme="brats2030"),
-        InvalidOverrideError,
+        InvalidArgumentError,
         r"unknown label scheme 'brats2030'; known schemes: brats2018",
     ),
     (
@@ -125,25 +125,25 @@ API = [
     (
         "output is the input",
         lambda w: mz.predict(make_echo(), str(_echo_case(w)), output=w / "echo.nii.gz"),
-        InputError,
+        OutputError,
         r"output .*echo.nii.gz is the input .*refusing to replace an input",
     ),
     (
         "output without a NIfTI suffix",
         lambda w: mz.predict(make_echo(), str(_echo_case(w)), output=w / "seg.png"),
-        InputError,
+        OutputError,
         r"output .*seg.png: expected a file name ending in .nii.gz or .nii",
     ),
     (
         "output is a folder",
         lambda w: mz.predict(make_echo(), str(_echo_case(w)), output=w / "outdir.nii.gz"),
-        InputError,
+        OutputError,
         r"outdir.nii.gz is an existing folder",
     ),
     (
         "output under a file",
         lambda w: mz.predict(make_echo(), str(_echo_case(w)), output=w / "note.txt" / "seg.nii.gz"),
-        InputError,
+        OutputError,
         r"note.txt is not a writable folder",
     ),
     ("sw_batch_size 0", lambda w: mz.Predictor(make_echo(), sw_batch_size=0), ValueError, r"sw_batch_size must be"),

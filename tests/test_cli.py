@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,9 +49,19 @@ def test_check_data(msd_dataset, capsys):
     assert "no problems found" in out
 
 
-def test_check_data_reports_problems_with_exit_1(msd_dataset, capsys):
-    assert main(["check-data", str(msd_dataset), "--label-scheme", "brats2021"]) == 1
+def test_check_data_reports_problems_with_exit_1(msd_dataset, tmp_path, capsys):
+    pairs = tmp_path / "pairs"  # no dataset.json: the given scheme is all there is
+    shutil.copytree(msd_dataset / "imagesTr", pairs / "images")
+    shutil.copytree(msd_dataset / "labelsTr", pairs / "labels")
+    assert main(["check-data", str(pairs), "--label-scheme", "brats2021"]) == 1
     assert "label values [3] are not in scheme 'brats2021'" in capsys.readouterr().out
+
+
+def test_a_scheme_that_contradicts_the_dataset_json_is_refused(msd_dataset, capsys):
+    assert main(["check-data", str(msd_dataset), "--label-scheme", "brats2023"]) == 2
+    err = capsys.readouterr().err
+    assert "label scheme 'brats2023' (BraTS 2023 adult glioma) does not match the labels the data set declares" in err
+    assert "1: 'edema' in dataset.json, 'necrotic tumour core' in the scheme" in err
 
 
 def test_check_data_on_a_missing_folder(tmp_path, capsys):

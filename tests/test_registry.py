@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import medseg_zoo as mz
-from medseg_zoo import InvalidOverrideError, PretrainedUnavailableError, UnknownModelError
+from medseg_zoo import InvalidArgumentError, InvalidOverrideError, PretrainedUnavailableError, UnknownModelError
 from medseg_zoo.models import UNETR
 
 TINY_UNETR = {"img_size": (32, 32, 16), "feature_size": 4, "hidden_size": 32, "mlp_dim": 64, "num_heads": 4}
@@ -92,15 +92,15 @@ def test_channel_names_and_counts():
 
 
 @pytest.mark.parametrize(
-    ("value", "message"),
+    ("value", "error", "message"),
     [
-        (0, "in_channels must be at least 1, got 0"),
-        ("FLAIR", "must be a count or a sequence of names, got 'FLAIR'"),
-        (["a", "a"], "names must be non-empty and unique"),
+        (0, InvalidArgumentError, "in_channels must be at least 1, got 0"),  # a bad value: a ValueError
+        ("FLAIR", InvalidOverrideError, "must be a count or a sequence of names, got 'FLAIR'"),  # a TypeError
+        (["a", "a"], InvalidArgumentError, "names must be non-empty and unique"),
     ],
 )
-def test_bad_channel_arguments(value, message):
-    with pytest.raises(InvalidOverrideError, match=message):
+def test_bad_channel_arguments(value, error, message):
+    with pytest.raises(error, match=message):
         mz.create_model("unetr", in_channels=value, out_channels=2)
 
 

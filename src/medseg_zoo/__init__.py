@@ -15,8 +15,10 @@ from medseg_zoo._factory import create_model
 from medseg_zoo._registry import list_models, model_info, register_model
 from medseg_zoo.errors import (
     DeviceError,
+    InvalidArgumentError,
     InvalidOverrideError,
     MedsegZooError,
+    OutputError,
     PretrainedUnavailableError,
     TrainingError,
     UnknownModelError,
@@ -32,9 +34,11 @@ __all__ = [
     "DeviceError",
     "HubError",
     "InputError",
+    "InvalidArgumentError",
     "InvalidOverrideError",
     "MedsegZooError",
     "ModelConfig",
+    "OutputError",
     "Predictor",
     "PretrainedUnavailableError",
     "TaskContract",

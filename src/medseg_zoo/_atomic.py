@@ -4,11 +4,12 @@ half-written file and an interrupted write leaves nothing behind."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_folder", "atomic_write"]
 
 
 def _umask() -> int:
@@ -36,5 +37,27 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def atomic_folder(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Create the new folder ``path`` whole: ``write(temporary_folder)`` fills a folder beside it, which is then
+    renamed to ``path``; it is removed if ``write`` fails, so the folder appears complete or not at all.
+
+    Raises:
+        FileExistsError: If ``path`` exists (this never replaces anything).
+    """
+    target = Path(path)
+    if target.exists():
+        raise FileExistsError(f"{target} exists")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        write(staging)
+        staging.chmod(0o777 & ~_umask())
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise
     return target

@@ -13,7 +13,7 @@ from torch import nn
 
 from medseg_zoo._contract import Activation, ModelConfig, TaskContract
 from medseg_zoo._registry import get_config, list_models
-from medseg_zoo.errors import InvalidOverrideError, PretrainedUnavailableError
+from medseg_zoo.errors import InvalidArgumentError, InvalidOverrideError, PretrainedUnavailableError
 
 __all__ = ["count_parameters", "create_model"]
 
@@ -78,7 +78,9 @@ def create_model(
 
     Raises:
         UnknownModelError: Unknown name (the message lists the closest ones).
-        InvalidOverrideError: An argument the architecture does not take, or missing channels.
+        InvalidOverrideError: An argument the architecture does not take, or missing channels (a ``TypeError``).
+        InvalidArgumentError: A value an argument cannot take (a ``ValueError``): ``spatial_dims`` other than 3,
+            a roi that is not three positive integers, an unknown label scheme or activation.
         PretrainedUnavailableError: ``pretrained=True`` for a configuration without published weights.
         WeightsError: The weights cannot be fetched, fail their hash check, or do not fit.
     """
@@ -86,11 +88,12 @@ def create_model(
     _check_overrides(cfg, overrides)
     if pretrained and not cfg.has_weights:
         raise PretrainedUnavailableError(_unavailable_message(cfg))
+    roi_name = "roi_size"
     if cfg.roi_arg is not None and cfg.roi_arg in overrides:
         if roi_size is not None:
             raise InvalidOverrideError(f"{cfg.name}: give roi_size or {cfg.roi_arg}, not both")
-        roi_size = overrides.pop(cfg.roi_arg)
-    contract = _resolve_contract(cfg, in_channels, out_channels, activation, label_scheme, roi_size)
+        roi_size, roi_name = overrides.pop(cfg.roi_arg), cfg.roi_arg
+    contract = _resolve_contract(cfg, in_channels, out_channels, activation, label_scheme, roi_size, roi_name)
     args = {**cfg.model_args, **overrides}
     if cfg.roi_arg is not None:
         args[cfg.roi_arg] = contract.roi_size
@@ -120,13 +123,31 @@ def count_parameters(name: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _signature(builder: Any) -> inspect.Signature:
+    """The constructor's signature; a subclass that hands ``*args, **kwargs`` on is read from the class it
+    extends (the zoo's UNet extends MONAI's)."""
+    if isinstance(builder, type):
+        for klass in builder.__mro__:
+            if "__init__" in vars(klass):
+                signature = inspect.signature(klass.__init__)
+                kinds = {p.kind for p in signature.parameters.values()}
+                if not kinds & {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}:
+                    return signature.replace(parameters=list(signature.parameters.values())[1:])  # without self
+    return inspect.signature(builder)
+
+
 def _check_overrides(cfg: ModelConfig, overrides: dict[str, Any]) -> None:
-    if overrides.get("spatial_dims", 3) != 3:
+    """Refuse unknown arguments (a ``TypeError``) and a ``spatial_dims`` other than 3 (a ``ValueError``); drop
+    ``spatial_dims=3`` for architectures that are 3-D without saying so."""
+    params = _signature(cfg.builder).parameters
+    if "spatial_dims" in overrides:
         value = overrides["spatial_dims"]
-        raise InvalidOverrideError(
-            f"{cfg.name}: medseg-zoo models work on 3-D volumes; spatial_dims must be 3, got {value!r}"
-        )
-    params = inspect.signature(cfg.builder).parameters
+        if isinstance(value, bool) or value != 3:
+            raise InvalidArgumentError(
+                f"{cfg.name}: medseg-zoo models work on 3-D volumes; spatial_dims must be 3, got {value!r}"
+            )
+        if "spatial_dims" not in params:
+            del overrides["spatial_dims"]
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     valid = [p for p in params if p not in _RESERVED]
@@ -147,7 +168,7 @@ def _channel_names(
     if _is_count(value):
         value = int(value)
         if value < 1:
-            raise InvalidOverrideError(f"{name}: {what} must be at least 1, got {value}")
+            raise InvalidArgumentError(f"{name}: {what} must be at least 1, got {value}")
         if current is not None and len(current) == value:
             return current
         return tuple(f"{prefix}{i}" for i in range(value))
@@ -155,7 +176,7 @@ def _channel_names(
         raise InvalidOverrideError(f"{name}: {what} must be a count or a sequence of names, got {value!r}")
     names = tuple(value)
     if not names or len(set(names)) != len(names):
-        raise InvalidOverrideError(f"{name}: {what} names must be non-empty and unique, got {names!r}")
+        raise InvalidArgumentError(f"{name}: {what} names must be non-empty and unique, got {names!r}")
     return names
 
 
@@ -166,6 +187,7 @@ def _resolve_contract(
     activation: Activation | None,
     label_scheme: str | LabelScheme | _Unset | None,
     roi_size: int | Sequence[int] | None,
+    roi_name: str,
 ) -> TaskContract:
     from medseg_zoo.transforms.labels import get_scheme
 
@@ -175,13 +197,13 @@ def _resolve_contract(
         try:
             scheme = get_scheme(label_scheme)
         except KeyError as exc:
-            raise InvalidOverrideError(f"{cfg.name}: {exc.args[0]}") from None
+            raise InvalidArgumentError(f"{cfg.name}: {exc.args[0]}") from None
     if activation is not None and activation not in ("sigmoid", "softmax"):
-        raise InvalidOverrideError(f"{cfg.name}: activation must be 'sigmoid' or 'softmax', got {activation!r}")
+        raise InvalidArgumentError(f"{cfg.name}: activation must be 'sigmoid' or 'softmax', got {activation!r}")
     if scheme is not None and (out_channels is None or _is_count(out_channels)):
         # A count (or nothing) with a scheme: the scheme names the outputs.
         if out_channels is not None and out_channels != len(scheme.channels):
-            raise InvalidOverrideError(
+            raise InvalidArgumentError(
                 f"{cfg.name}: out_channels={out_channels} but label scheme {scheme.name!r} has "
                 f"{len(scheme.channels)} outputs ({', '.join(scheme.channels)})"
             )
@@ -214,8 +236,8 @@ def _resolve_contract(
             activation=activation,
             label_scheme=label_scheme,
         )
-    except ValueError as exc:
-        raise InvalidOverrideError(f"{cfg.name}: {exc}") from None
+    except ValueError as exc:  # named as the caller named it (UNETR's img_size)
+        raise InvalidArgumentError(f"{cfg.name}: {str(exc).replace('roi_size must', f'{roi_name} must')}") from None
 
 
 def _is_count(value: object) -> bool:

@@ -23,62 +23,58 @@ import torch
 from medseg_zoo._atomic import atomic_write
 from medseg_zoo._device import resolve_device
 from medseg_zoo._factory import create_model
+from medseg_zoo._guard import check_output_folder
 from medseg_zoo._registry import get_config
 from medseg_zoo.data.discovery import discover
 from medseg_zoo.data.synthetic import make_dataset
-from medseg_zoo.errors import TrainingError
+from medseg_zoo.errors import OutputError, TrainingError
 from medseg_zoo.hub import from_pretrained
 from medseg_zoo.training import TrainConfig, Trainer, evaluate
 
-__all__ = ["DEMO_MODEL", "overlay", "run_demo"]
+__all__ = ["DEMO_MODEL", "EPOCHS", "overlay", "run_demo"]
 
 DEMO_MODEL = "unet_brats_small"
 MARKER = ".medseg-zoo-demo"
 CASES, HELD_OUT = 20, 4  # synthetic cases, of which the last HELD_OUT are never trained on
+EPOCHS = 60  # a fixed number, so the result does not depend on how busy the machine is
 SHAPE, SEED = (96, 96, 80), 2026
 # Colours of the overlay: ground truth and prediction, one line style per region.
 TRUTH, PREDICTION = "#00e000", "#ff00ff"
 STYLES = {"WT": "solid", "TC": "dashed", "ET": "dotted"}
 
 
-def _check_output(output: Path, overwrite: bool) -> None:
-    """The folder is new, empty, a previous demo's (reused), or replaced on request; refused otherwise."""
-    if output.exists() and not output.is_dir():
-        raise TrainingError(f"--output {output} is a file; expected a folder for the demo")
-    if not output.is_dir() or not any(output.iterdir()) or (output / MARKER).exists() or overwrite:
-        parent = next(p for p in [output, *output.parents] if p.exists())
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise TrainingError(f"--output {output}: {parent} is not writable")
-        return
-    content = ", ".join(sorted(p.name for p in output.iterdir())[:5])
-    raise TrainingError(
-        f"--output {output} holds other files ({content}); choose a new folder, or pass --overwrite to replace it"
-    )
+def _check_output(output: Path) -> None:
+    """The folder is new, empty, or a previous demo's (reused); anything else is refused."""
+    check_output_folder(output, what="--output")
+    if output.is_dir() and any(output.iterdir()) and not (output / MARKER).exists():
+        content = ", ".join(sorted(p.name for p in output.iterdir())[:5])
+        raise OutputError(f"--output {output} holds other files ({content}); choose a new folder for the demo")
 
 
 def run_demo(
     output: str | os.PathLike = "demo-output",
     *,
-    minutes: float = 2.5,
+    epochs: int = EPOCHS,
+    minutes: float | None = None,
     device: str = "auto",
     model: str = DEMO_MODEL,
-    overwrite: bool = False,
     progress: bool = True,
     cases: int = CASES,
     shape: tuple[int, int, int] = SHAPE,
 ) -> dict[str, Any]:
-    """Write the synthetic data set, train ``model`` within ``minutes``, segment and score the held-out cases.
+    """Write the synthetic data set, train ``model`` for ``epochs``, segment and score the held-out cases.
 
     Writes into ``output``: ``data/`` (the data set, reused by later runs), ``run/`` (the Trainer's run folder),
     ``predictions/`` (label maps of the held-out cases on their own grids), ``overlays/`` (a PNG per case),
-    ``curves.png`` and ``summary.json``.
+    ``curves.png`` and ``summary.json``. The same seeds and epochs give the same result however busy the machine
+    is; a time budget (``minutes``) makes it depend on the machine's speed.
 
     Args:
-        output: The demo folder; refused when it holds other files, unless ``overwrite``.
-        minutes: Training budget (the whole demo takes about a minute more).
+        output: The demo folder: new, empty, or a previous demo's (whose files it replaces).
+        epochs: Training epochs.
+        minutes: Optional training budget: stop before an epoch that would end after it.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
         model: A registered model reading FLAIR, T1w, T1gd, T2w and writing TC, WT, ET.
-        overwrite: Replace a folder that holds other files.
         progress: Progress bars and messages.
         cases: Synthetic cases to write (the last four are held out).
         shape: Their voxel grid.
@@ -87,20 +83,20 @@ def run_demo(
         The summary (also written to ``summary.json``).
 
     Raises:
-        TrainingError: A budget that is not positive, a folder in the way; UnknownModelError, DeviceError.
+        TrainingError: Bad epochs or budget; OutputError: a folder in the way; UnknownModelError, DeviceError.
     """
-    if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not minutes > 0:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise TrainingError(f"--epochs must be a positive whole number, got {epochs!r}")
+    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, int | float) or not minutes > 0):
         raise TrainingError(f"--minutes must be a positive number of minutes, got {minutes!r}")
     if cases < HELD_OUT + 3:
         raise TrainingError(f"the demo needs at least {HELD_OUT + 3} cases ({HELD_OUT} held out), got {cases}")
     cfg = get_config(model)
     device = str(resolve_device(device))
     out = Path(output)
-    _check_output(out, overwrite)
+    _check_output(out)
     say = print if progress else (lambda *a, **k: None)
 
-    if overwrite and out.exists() and not (out / MARKER).exists():
-        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).touch()
     seconds: dict[str, float] = {}
@@ -116,13 +112,14 @@ def run_demo(
     torch.manual_seed(0)
     net = create_model(model)
     parameters = sum(p.numel() for p in net.parameters())
+    budget = f" (at most {minutes:g} min)" if minutes else ""
     say(
-        f"2/3 training {model} ({parameters / 1e6:.2f} M parameters) for up to {minutes:g} min on {device}: {cfg.notes}"
+        f"2/3 training {model} ({parameters / 1e6:.2f} M parameters) for {epochs} epochs{budget} on {device}: {cfg.notes}"
     )
     config = TrainConfig(
-        output=str(out / "run"), epochs=1000, val_every=5, max_minutes=minutes, device=device, progress=progress
+        output=str(out / "run"), epochs=epochs, val_every=5, max_minutes=minutes, device=device, progress=progress
     )
-    trainer = Trainer(net, train, config, overwrite=(out / "run").exists())
+    trainer = Trainer(net, train, config, overwrite=(out / "run").exists())  # a previous demo's run
     history = trainer.fit()
     seconds["training"] = time.perf_counter() - start
 
@@ -140,6 +137,8 @@ def run_demo(
         "model": model,
         "parameters": parameters,
         "epochs": len(history),
+        "epochs_planned": epochs,
+        "best_epoch": int(max((r for r in history if "mean_dice" in r), key=lambda r: r["mean_dice"])["epoch"]),
         "training_cases": len(trainer.train_cases),
         "validation_cases": len(trainer.val_cases),
         "held_out_cases": [c.name for c in held_out],

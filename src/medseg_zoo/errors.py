@@ -4,8 +4,10 @@ from __future__ import annotations
 
 __all__ = [
     "DeviceError",
+    "InvalidArgumentError",
     "InvalidOverrideError",
     "MedsegZooError",
+    "OutputError",
     "PretrainedUnavailableError",
     "TrainingError",
     "UnknownModelError",
@@ -25,6 +27,15 @@ class UnknownModelError(MedsegZooError, KeyError):
 
 class InvalidOverrideError(MedsegZooError, TypeError):
     """A keyword argument that the model's constructor does not accept, or a missing required one."""
+
+
+class InvalidArgumentError(MedsegZooError, ValueError):
+    """A known argument of a model with a value it cannot take (``spatial_dims=2``, a roi of the wrong shape)."""
+
+
+class OutputError(MedsegZooError, ValueError):
+    """An output a command must not write: one of its inputs, inside the data or checkpoint it reads, a user's
+    folder, or a path that cannot be written."""
 
 
 class PretrainedUnavailableError(MedsegZooError, RuntimeError):

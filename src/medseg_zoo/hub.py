@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from medseg_zoo._atomic import atomic_write
+from medseg_zoo._atomic import atomic_folder, atomic_write
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource, config_of
 from medseg_zoo._registry import get_config
 from medseg_zoo.errors import InvalidOverrideError, MedsegZooError
@@ -94,14 +94,20 @@ def model_card(cfg: ModelConfig, parameters: int, *, sources: bool = False) -> s
 def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
     """Write ``config.json``, ``model.safetensors`` and a ``README.md`` model card into ``directory``.
 
-    Each file is written to a temporary name and renamed, so an interrupted save never leaves a partial file.
+    A new folder is written whole under a temporary name and then renamed, so it appears complete or not at all;
+    in an existing folder each file is written to a temporary name and renamed, so an interrupted save never
+    leaves a partial file. Other files in the folder are left alone.
 
     Returns:
         The folder.
+
+    Raises:
+        CheckpointError: If ``directory`` is an existing file.
     """
     cfg = config_of(model)
     out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"{out} is a file; save_pretrained writes a folder (config.json, model.safetensors)")
     from medseg_zoo._pretrained import is_computed
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not is_computed(k)}
@@ -118,10 +124,16 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
         "notes": cfg.notes,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-    atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    atomic_write(out / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2, default=list)))
-    atomic_write(out / CARD_NAME, lambda tmp: Path(tmp).write_text(model_card(cfg, info["parameters"])))
-    return out
+
+    def write(folder: Path) -> None:
+        atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+        atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2, default=list)))
+        atomic_write(folder / CARD_NAME, lambda tmp: Path(tmp).write_text(model_card(cfg, info["parameters"])))
+
+    if out.is_dir():
+        write(out)
+        return out
+    return atomic_folder(out, write)
 
 
 def _tuples(value: Any) -> Any:

@@ -8,6 +8,7 @@ import torch
 from monai.networks.nets import UNETR as MonaiUNETR
 from monai.networks.nets import SegResNet, UNet
 from self_attention_cv import UNETR as SacvUNETR
+from tests.numerics import assert_same_function
 
 import medseg_zoo as mz
 from medseg_zoo.cli import main
@@ -35,8 +36,7 @@ def test_segresnet_bundle_outputs_equal_monai(tmp_path):
     bundle = _bundle(tmp_path / "brats_mri_segmentation", {"_target_": "SegResNet", **args}, source.state_dict())
     model = convert_checkpoint(bundle, "monai-bundle", "segresnet_brats").eval()
     x = torch.randn(1, 4, 32, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=1e-5)
+    assert_same_function(model, source, x)
 
 
 def test_unet_bundle_with_its_own_arguments(tmp_path):
@@ -54,8 +54,7 @@ def test_unet_bundle_with_its_own_arguments(tmp_path):
     model = convert_checkpoint(bundle, "monai-bundle", "unet").eval()
     assert model.pretrained_cfg.contract.in_channels == ("channel_0",)
     x = torch.randn(1, 1, 32, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=1e-5)
+    assert_same_function(model, source, x)
 
 
 def test_swin_unetr_bundle_from_an_older_monai(tmp_path):
@@ -69,14 +68,12 @@ def test_swin_unetr_bundle_from_an_older_monai(tmp_path):
     bundle = _bundle(tmp_path / "swin_unetr_btcv_segmentation", network_def, state)
     model = convert_checkpoint(bundle, "monai-bundle", "swin_unetr_btcv").eval()
     x = torch.randn(1, 1, 64, 64, 64)  # Swin UNETR's bottleneck is 1/32 of the input
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=1e-5)
+    assert_same_function(model, source, x)
     folder = mz.save_pretrained(model, tmp_path / "zoo")
     from safetensors.torch import load_file
 
     assert not any(k.endswith("relative_position_index") for k in load_file(folder / "model.safetensors"))
-    with torch.no_grad():
-        torch.testing.assert_close(mz.from_pretrained(folder)(x), source(x), rtol=0, atol=1e-5)
+    assert_same_function(mz.from_pretrained(folder), source, x)
 
 
 def test_bundle_of_another_network_is_refused(tmp_path):
@@ -116,8 +113,7 @@ def test_cli_convert_self_attention_cv_then_predict_ready(tmp_path, capsys):
     )
     model = mz.from_pretrained(out)
     x = torch.randn(1, 4, 128, 128, 64)  # the source only runs at its own roi
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=1e-4)
+    assert_same_function(model, source, x)
 
 
 def test_cli_convert_monai_unetr_pickle(tmp_path):

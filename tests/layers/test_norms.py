@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.numerics import assert_as_accurate
 from torch import nn
 
 from medseg_zoo.layers import get_norm, norm_act
@@ -42,8 +43,11 @@ def test_norm_act_equals_instance_norm_then_leaky_relu(slope, layout):
     y = norm_act(leaf * 1, nn.InstanceNorm3d(6), act)  # a fresh tensor, as a convolution's output
     y.backward(g)
     assert y.is_contiguous(memory_format=layout)
-    torch.testing.assert_close(y.double(), _reference(x64.detach(), slope), atol=1e-5, rtol=0)
-    torch.testing.assert_close(leaf.grad.double(), x64.grad, atol=1e-5, rtol=0)
+    torch_x = x.contiguous().requires_grad_()  # torch's float32 instance norm on its default layout
+    torch_y = _reference(torch_x, slope)
+    torch_y.backward(g.contiguous())
+    assert_as_accurate(y, torch_y, _reference(x64.detach(), slope))
+    assert_as_accurate(leaf.grad, torch_x.grad, x64.grad)
 
 
 @pytest.mark.parametrize("slope", [None, 0.01])
@@ -72,9 +76,12 @@ def test_norm_act_with_prelu_equals_instance_norm_then_prelu(slope):
     y = norm_act(leaf * 1, nn.InstanceNorm3d(5), act)
     y.backward(g)
     assert y.is_contiguous(memory_format=CL)
-    torch.testing.assert_close(y.double(), ref.detach(), atol=1e-5, rtol=0)
-    torch.testing.assert_close(leaf.grad.double(), x64.grad, atol=1e-5, rtol=0)
-    torch.testing.assert_close(act.weight.grad.double(), ref_act.weight.grad, atol=1e-3, rtol=1e-5)
+    torch_act, torch_x = nn.PReLU(init=slope), x.contiguous().requires_grad_()
+    torch_y = torch_act(F.instance_norm(torch_x))
+    torch_y.backward(g.contiguous())
+    assert_as_accurate(y, torch_y, ref.detach())
+    assert_as_accurate(leaf.grad, torch_x.grad, x64.grad)
+    assert_as_accurate(act.weight.grad, torch_act.weight.grad, ref_act.weight.grad)
 
 
 def test_norm_act_overwrites_its_input_on_the_fused_path_only():
@@ -92,7 +99,7 @@ def test_norm_act_trains_half_precision_maps_in_float32():
     assert out.dtype == torch.float32
     ref_x = x.detach().float().requires_grad_()
     ref = _reference(ref_x, 0.01)
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    assert_as_accurate(out, ref, _reference(x.detach().double(), 0.01))
     g = torch.randn_like(ref)
     out.backward(g)
     ref.backward(g)
@@ -126,7 +133,9 @@ def test_other_norms_and_activations_run_as_given(norm, act):
     x = torch.randn(2, 4, 4, 4, 4).contiguous(memory_format=CL)
     ref = norm(x.contiguous())
     ref = ref if act is None else act(ref)
-    torch.testing.assert_close(norm_act(x.clone(memory_format=CL), norm, act), ref)
+    exact = norm.double()(x.double())
+    exact = exact if act is None else act(exact)
+    assert_as_accurate(norm_act(x.clone(memory_format=CL), norm.float(), act), ref, exact)
 
 
 def test_norm_act_takes_views_and_metatensors():
@@ -137,9 +146,11 @@ def test_norm_act_takes_views_and_metatensors():
     g = torch.randn_like(x)
     ref_x = x.clone().requires_grad_()
     _reference(ref_x, 0.01).backward(g)
+    exact_x = x.double().requires_grad_()
+    _reference(exact_x, 0.01).backward(g.double())
     for make in (lambda t: MetaTensor(t * 1), lambda t: (t * 1)[:]):
         leaf = x.clone().requires_grad_()
         base = make(leaf)
         out = norm_act(base, nn.InstanceNorm3d(4), nn.LeakyReLU(0.01))
         out.backward(g)
-        torch.testing.assert_close(leaf.grad, ref_x.grad, atol=1e-5, rtol=0)
+        assert_as_accurate(leaf.grad, ref_x.grad, exact_x.grad)

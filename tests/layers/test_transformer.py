@@ -1,19 +1,33 @@
+import copy
 import math
 
 import pytest
 import torch
+from tests.numerics import assert_as_accurate
 
 from medseg_zoo.layers import Attention, PatchEmbed3d, TransformerBlock, TransformerEncoder
+
+
+def _textbook(attn: Attention, x: torch.Tensor) -> torch.Tensor:
+    q, k, v = attn.qkv(x).view(2, 5, 3, 3, 7).permute(2, 0, 3, 1, 4)  # (qkv, b, h, n, d)
+    weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(7), dim=-1)
+    return attn.proj((weights @ v).transpose(1, 2).reshape(2, 5, 21))
 
 
 def test_attention_matches_the_textbook_formula():
     attn = Attention(20, num_heads=3, dim_head=7, qkv_bias=True)  # head size independent of the width
     x = torch.randn(2, 5, 20)
-    q, k, v = attn.qkv(x).view(2, 5, 3, 3, 7).permute(2, 0, 3, 1, 4)  # (qkv, b, h, n, d)
-    weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(7), dim=-1)
-    ref = attn.proj((weights @ v).transpose(1, 2).reshape(2, 5, 21))
-    torch.testing.assert_close(attn(x), ref)
+    out, ref = attn(x), _textbook(attn, x)
+    with torch.no_grad():
+        exact = _textbook(copy.deepcopy(attn).double(), x.double())
+    assert_as_accurate(out, ref, exact)
     assert attn.qkv.weight.shape == (63, 20) and attn.proj.weight.shape == (20, 21)
+
+
+def test_attention_needs_a_dividing_width_unless_the_head_width_is_given():
+    with pytest.raises(ValueError, match=r"hidden size 512 should be divisible by num_heads 12"):
+        Attention(512, num_heads=12)
+    assert Attention(512, num_heads=10, dim_head=51).qkv.out_features == 3 * 510  # self-attention-cv's seed
 
 
 def test_attention_without_biases():
@@ -65,15 +79,20 @@ def test_patch_embed_shapes(args, input_shape, output_shape):
 def test_patch_embed_conv_projection_equals_strided_conv():
     embed = PatchEmbed3d(3, 24, (32, 32, 16), 16)
     x = torch.randn(1, 3, 32, 32, 16)
-    ref = embed.proj(x).flatten(2).transpose(1, 2) + embed.pos_embed
-    torch.testing.assert_close(embed(x), ref)
+    with torch.no_grad():
+        ref = embed.proj(x).flatten(2).transpose(1, 2) + embed.pos_embed
+        exact = embed.proj.double()(x.double()).flatten(2).transpose(1, 2) + embed.pos_embed.double()
+        assert_as_accurate(embed.float()(x), ref, exact)
 
 
 def test_patch_embed_perceptron_flattens_patches_channel_last():
     embed = PatchEmbed3d(2, 8, (16, 16, 16), 16, proj_type="perceptron")
     x = torch.randn(1, 2, 16, 16, 16)
-    ref = embed.proj(x.permute(0, 2, 3, 4, 1).reshape(1, 1, -1)) + embed.pos_embed
-    torch.testing.assert_close(embed(x), ref)
+    with torch.no_grad():
+        ref = embed.proj(x.permute(0, 2, 3, 4, 1).reshape(1, 1, -1)) + embed.pos_embed
+        flat = x.double().permute(0, 2, 3, 4, 1).reshape(1, 1, -1)
+        exact = embed.proj.double()(flat) + embed.pos_embed.double()
+        assert_as_accurate(embed.float()(x), ref, exact)
 
 
 def test_position_embedding_interpolation_keeps_its_own_grid():

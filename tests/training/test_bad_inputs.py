@@ -10,7 +10,7 @@ import pytest
 
 from medseg_zoo.cli import main
 from medseg_zoo.data import DataCheckError, DataSetError
-from medseg_zoo.errors import DeviceError, TrainingError
+from medseg_zoo.errors import DeviceError, OutputError, TrainingError
 from medseg_zoo.training import Trainer
 from tests.conftest import snapshot, tiny_config, tiny_model
 
@@ -115,13 +115,13 @@ def test_run_folders_are_never_overwritten_by_accident(tiny_data, tmp_path):
     taken.mkdir()
     (taken / "notes.txt").write_text("mine")
     before = snapshot(tmp_path)
-    for output, options, message in [
-        (taken, {}, r"output .*taken is not empty \(notes.txt\); pass --resume .* or --overwrite"),
-        (taken, {"overwrite": True}, r"holds files but is not a medseg-zoo run .*refusing to delete them"),
-        (data / "run", {}, r"overlaps the data set"),
-        (tmp_path / "fresh", {"resume": True}, r"resume: .*fresh is not a run folder"),
+    for output, options, error, message in [
+        (taken, {}, OutputError, r"output .*taken holds files \(notes.txt\) and is not a medseg-zoo run"),
+        (taken, {"overwrite": True}, OutputError, r"not a medseg-zoo run .*refusing to delete them"),
+        (data / "run", {}, OutputError, r"overlaps the data set"),
+        (tmp_path / "fresh", {"resume": True}, TrainingError, r"resume: .*fresh is not a run folder"),
     ]:
-        with pytest.raises(TrainingError, match=message):
+        with pytest.raises(error, match=message):
             Trainer(tiny_model(), data, tiny_config(output), **options).fit()
     assert snapshot(tmp_path) == before
 
@@ -143,7 +143,7 @@ def test_resume_refuses_a_damaged_state(tiny_data, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--resume"], r"--resume: .* is not a run folder"),
+        (["--resume"], r"resume: .* is not a run folder"),
         ([], r"give --data and --model \(or --checkpoint\), or --resume"),
         (["--model", "unet_brats", "--data", "nowhere"], r"nowhere: no such folder"),
         (["--model", "unet_brats", "--data", "."], r"not a data set folder"),

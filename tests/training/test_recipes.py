@@ -24,13 +24,19 @@ def test_round_trip_through_json_values():
     [
         ({"epochs": 0}, r"epochs=0 \(expected an integer >= 1\)"),
         ({"batch_size": 2.0}, r"batch_size=2.0 \(expected an integer >= 1\)"),
-        ({"lr": -1.0}, r"lr=-1.0 \(expected a number > 0\)"),
-        ({"val_fraction": 1.0}, r"val_fraction=1.0 \(expected in \(0, 1\)\)"),
-        ({"fold": (5, 5)}, r"fold=\(5, 5\) \(expected \(k, n\) with n >= 2 and 0 <= k < n"),
+        ({"lr": -1.0}, r"lr=-1.0 \(expected a finite number > 0\)"),
+        ({"lr": float("inf")}, r"lr=inf \(expected a finite number > 0\)"),
+        ({"output": None}, r"output=None \(expected a folder path\)"),
+        ({"val_fraction": 1.0}, r"val_fraction=1.0 \(expected a finite number > 0 and < 1\)"),
+        ({"fold": (5, 5)}, r"fold=\(5, 5\) \(expected k/n or \(k, n\) with n >= 2 and 0 <= k < n"),
+        ({"fold": "0/1"}, r"fold=\(0, 1\) \(expected k/n or \(k, n\) with n >= 2"),
+        ({"fold": "first"}, r"fold='first' \(expected k/n or \(k, n\)"),
+        ({"grad_clip": float("nan")}, r"grad_clip=nan \(expected a finite number > 0\)"),
+        ({"progress": "no"}, r"progress='no' \(expected True or False\)"),
         ({"amp": "fp8"}, r"amp='fp8' \(expected 'auto' or 'bf16' or 'fp16' or 'off'\)"),
         ({"optimizer": "adam"}, r"optimizer='adam' \(expected 'sgd' or 'adamw'\)"),
-        ({"max_minutes": 0}, r"max_minutes=0 \(expected a number > 0\)"),
-        ({"max_minutes": -3}, r"max_minutes=-3 \(expected a number > 0\)"),
+        ({"max_minutes": 0}, r"max_minutes=0 \(expected a finite number > 0\)"),
+        ({"max_minutes": -3}, r"max_minutes=-3 \(expected a finite number > 0\)"),
     ],
 )
 def test_bad_values_are_named(changes, message):
@@ -43,3 +49,7 @@ def test_unknown_recipe_and_field():
         recipe("nnunet")
     with pytest.raises(TrainingError, match=r"TrainConfig has no field epoch"):
         TrainConfig().replace(epoch=3)
+
+
+def test_a_fold_as_text():
+    assert TrainConfig(fold="1/5").fold == (1, 5) == TrainConfig(fold=[1, 5]).fold

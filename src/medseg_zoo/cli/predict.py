@@ -51,25 +51,26 @@ def _cases(inputs: list[str]) -> list[tuple[str, object]]:
 
 def _outputs(cases: list[tuple[str, object]], output: str) -> list[Path]:
     """One output path per case, refused before any work when ambiguous, clashing or replacing an input."""
-    from medseg_zoo.inference.io import NIFTI_SUFFIXES, InputError, check_output, input_paths
+    from medseg_zoo.errors import OutputError
+    from medseg_zoo.inference.io import NIFTI_SUFFIXES, check_output, input_paths
 
     target = Path(output)
     single = target.name.endswith(NIFTI_SUFFIXES)
     if single and len(cases) > 1:
-        raise InputError(
+        raise OutputError(
             f"-o {output} names one file but there are {len(cases)} inputs ({', '.join(n for n, _ in cases[:4])}"
             f"{', ...' if len(cases) > 4 else ''}); give a folder for -o"
         )
     if not single and target.suffix and not target.is_dir():
-        raise InputError(f"-o {output}: expected a .nii.gz / .nii file name for one input, or a folder")
+        raise OutputError(f"-o {output}: expected a .nii.gz / .nii file name for one input, or a folder")
     if target.exists() and not target.is_dir() and not single:
-        raise InputError(f"-o {output} is a file; expected a folder for several inputs")
+        raise OutputError(f"-o {output} is a file; expected a folder for several inputs")
     outputs = [target] if single else [target / f"{name}.nii.gz" for name, _ in cases]
     seen: dict[Path, str] = {}
     for (_, inputs), out in zip(cases, outputs, strict=True):
         key = out.resolve()
         if key in seen:
-            raise InputError(
+            raise OutputError(
                 f"inputs {seen[key]} and {_describe(inputs)} would both be written to {out}; rename one or predict "
                 "them into different folders"
             )
@@ -135,7 +136,9 @@ def _predict(args: argparse.Namespace) -> int:
     load = partial(load_volume, channels=predictor.contract.in_channels)
     failed = []
     volumes = _volumes(todo, load, ahead and len(todo) > 1)
-    bar = tqdm(volumes, desc="cases", unit="case", total=len(todo), disable=len(todo) <= 1 or me.rank > 0)
+    bar = tqdm(
+        volumes, desc="cases", unit="case", total=len(todo), disable=True if len(todo) <= 1 or me.rank > 0 else None
+    )
     for ((name, _), out), volume in bar:
         try:
             if isinstance(volume, InputError):

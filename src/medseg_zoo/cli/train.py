@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ _CONFIG_OPTIONS = (
     "warmup_epochs",
     "weight_decay",
     "grad_accumulation",
+    "grad_clip",
     "loss",
     "amp",
     "device",
@@ -82,57 +85,91 @@ def _model(args: argparse.Namespace, dataset: Any) -> Any:
     return create_model(args.model, pretrained=args.pretrained, **kwargs)
 
 
-def _train(args: argparse.Namespace) -> int:
+# Options that choose the model or its data's meaning: a resumed run has its own.
+_NOT_WITH_RESUME = ("model", "checkpoint", "pretrained", "in_channels", "out_channels", "recipe", "label_scheme")
+
+
+def _resume_config(args: argparse.Namespace, given: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The resumed run's settings (the run's, with the options that may change), data set and last weights."""
     from medseg_zoo.data import discover
     from medseg_zoo.hub import from_pretrained
-    from medseg_zoo.training import TrainConfig, Trainer, recipe
+    from medseg_zoo.training import TrainConfig
+    from medseg_zoo.training.run_folder import RunFolder
     from medseg_zoo.transforms.labels import LabelScheme
+
+    contradicting = [f"--{n.replace('_', '-')}" for n in _NOT_WITH_RESUME if getattr(args, n)]
+    if contradicting:
+        raise TrainingError(
+            f"--resume continues the run in {args.output} with its own model, data labels and recipe; drop "
+            f"{', '.join(contradicting)} (or start a new run: --checkpoint {Path(args.output) / 'last'} --output NEW)"
+        )
+    folder = RunFolder(args.output)
+    run = folder.read()
+    try:
+        config = TrainConfig.from_dict({**run["config"], **given})
+        scheme = run["data"]["label_scheme"]
+        data_root = args.data or run["data"]["root"]
+    except (KeyError, TypeError) as exc:
+        raise TrainingError(f"--resume: cannot read {folder.config_path} ({type(exc).__name__}: {exc})") from None
+    scheme = LabelScheme.from_dict(scheme) if isinstance(scheme, dict) else scheme
+    dataset = discover(data_root, label_scheme=scheme)
+    last = folder.path / "last"
+    if not (last / "model.safetensors").is_file():
+        raise TrainingError(f"--resume: {args.output} has no completed epoch (no last/); start again with --overwrite")
+    return config, dataset, from_pretrained(last)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from medseg_zoo._guard import check_output_folder
+    from medseg_zoo.data import discover
+    from medseg_zoo.training import Trainer, recipe
+    from medseg_zoo.training.run_folder import RunFolder
 
     given = {name: getattr(args, name) for name in _CONFIG_OPTIONS if getattr(args, name) is not None}
     if args.no_progress:
         given["progress"] = False
     given["output"] = args.output
     if args.resume:
-        run_path = Path(args.output) / "config.json"
-        if not run_path.is_file():
-            raise TrainingError(f"--resume: {args.output} is not a run folder (no config.json); start without --resume")
-        try:
-            run = json.loads(run_path.read_text())
-            config = TrainConfig.from_dict({**run["config"], **given})
-            scheme = run["data"]["label_scheme"]
-            data_root = args.data or run["data"]["root"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise TrainingError(f"--resume: cannot read {run_path} ({exc})") from None
-        scheme = LabelScheme.from_dict(scheme) if isinstance(scheme, dict) else scheme
-        dataset = discover(data_root, label_scheme=args.label_scheme or scheme)
-        last = Path(args.output) / "last"
-        if not (last / "model.safetensors").is_file():
-            raise TrainingError(
-                f"--resume: {args.output} has no completed epoch (no last/); start again with --overwrite"
-            )
-        model = from_pretrained(last)
+        config, dataset, model = _resume_config(args, given)
     else:
         if not args.data or not (args.model or args.checkpoint):
             raise TrainingError("give --data and --model (or --checkpoint), or --resume to continue a run")
         config = recipe(args.recipe or "default", **given)
         if args.model:
             get_config(args.model)  # an unknown name is refused before the data is read
+        if args.checkpoint:  # the run must not replace the model it starts from
+            check_output_folder(args.output, protected={"the checkpoint": args.checkpoint}, what="--output")
         dataset = discover(args.data, label_scheme=args.label_scheme)
         model = _model(args, dataset)
     trainer = Trainer(model, dataset, config, resume=args.resume, overwrite=args.overwrite)
-    trainer.fit()
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        if trainer.is_main:
+            print(f"\nmedseg-zoo: interrupted. {RunFolder(config.output).resume_hint()}", file=sys.stderr)
+        return 130
     if trainer.is_main:
         print(f"best checkpoint: {Path(config.output) / 'best'} (mean Dice {trainer.best:.4f})")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from medseg_zoo.data import discover
+    from medseg_zoo._guard import check_output_file
+    from medseg_zoo.data import check_dataset, discover
     from medseg_zoo.hub import from_pretrained
     from medseg_zoo.training import evaluate
 
-    model = from_pretrained(args.checkpoint)
     dataset = discover(args.data, label_scheme=args.label_scheme)
+    if args.output:
+        reads = [p for c in (*dataset.cases, *dataset.test) for p in (*c.images, *([c.label] if c.label else []))]
+        check_output_file(
+            args.output,
+            suffixes=(".csv",),
+            reads=reads,
+            protected={"the data set": dataset.root, "the checkpoint": args.checkpoint},
+            what="--output",
+        )
+    model = from_pretrained(args.checkpoint)
     if args.split == "val":
         run_path = Path(args.checkpoint).resolve().parent / "config.json"
         try:
@@ -151,6 +188,10 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise TrainingError(f"{args.data}: no labelled test cases (imagesTs/ with labelsTs/)")
     else:
         cases = [c for c in dataset.cases if c.label is not None]
+    report = check_dataset(dataclasses.replace(dataset, cases=tuple(cases)), model)
+    report.raise_for_errors()
+    for problem in report.problems:
+        print(f"medseg-zoo: {problem}", file=sys.stderr)
     result = evaluate(
         model,
         cases,
@@ -201,6 +242,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup-epochs", type=int)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--grad-accumulation", type=int, help="batches per optimiser step")
+    p.add_argument("--grad-clip", type=float, help="maximum gradient norm (default 12)")
     p.add_argument(
         "--loss",
         choices=LOSSES,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -14,7 +16,7 @@ from medseg_zoo._contract import TaskContract, channel_order, config_of, is_gene
 from medseg_zoo.data.discovery import Case, DataSet
 from medseg_zoo.transforms.labels import LabelScheme
 
-__all__ = ["CheckReport", "DataCheckError", "Problem", "check_dataset"]
+__all__ = ["CheckReport", "DataCheckError", "Problem", "check_cases", "check_dataset"]
 
 AFFINE_TOLERANCE_MM = 1e-3
 
@@ -87,8 +89,8 @@ def _load(path: Path, case: str, problems: list[Problem]) -> tuple[nib.spatialim
     return img, data
 
 
-def _check_case(case: Case, ds: DataSet, scheme: LabelScheme, problems: list[Problem]) -> None:
-    n = len(ds.channels)
+def _check_case(case: Case, names: Sequence[str], scheme: LabelScheme, problems: list[Problem]) -> None:
+    n = len(names)
     loaded = [_load(p, case.name, problems) for p in case.images]
     if any(x is None for x in loaded):
         return
@@ -97,12 +99,22 @@ def _check_case(case: Case, ds: DataSet, scheme: LabelScheme, problems: list[Pro
         data = loaded[0][1]
         spatial = data.shape[:3]
         channels = data.shape[3] if data.ndim == 4 else 1
-        if data.ndim not in (3, 4) or channels != n:
+        if data.ndim not in (3, 4):
             problems.append(
                 Problem(
                     case.name,
                     case.images[0],
-                    f"image shape {data.shape} has {channels} channel(s), expected {n} ({', '.join(ds.channels)})",
+                    f"image shape {data.shape} is {data.ndim}-D; expected a 3-D volume (X, Y, Z) or a 4-D one with "
+                    f"{n} channel(s) (X, Y, Z, {n})",
+                )
+            )
+            return
+        if channels != n:
+            problems.append(
+                Problem(
+                    case.name,
+                    case.images[0],
+                    f"image shape {data.shape} has {channels} channel(s), expected {n} ({', '.join(names)})",
                 )
             )
     else:
@@ -133,7 +145,7 @@ def _check_case(case: Case, ds: DataSet, scheme: LabelScheme, problems: list[Pro
         label = label[..., 0]
     if label.shape != spatial:
         problems.append(Problem(case.name, case.label, f"label shape {label.shape} differs from image shape {spatial}"))
-    if not np.allclose(label_img.affine, first_img.affine, atol=AFFINE_TOLERANCE_MM):
+    elif not np.allclose(label_img.affine, first_img.affine, atol=AFFINE_TOLERANCE_MM):
         diff = np.abs(label_img.affine - first_img.affine).max()
         problems.append(
             Problem(case.name, case.label, f"label affine differs from the image's (max difference {diff:.3g} mm)")
@@ -209,8 +221,20 @@ def _compare_labels(dataset: DataSet, contract: TaskContract) -> Problem | None:
     )
 
 
+def check_cases(cases: Sequence[Case], channels: Sequence[str], scheme: LabelScheme) -> list[Problem]:
+    """The problems of each case (readable files, channel count, image/label grids and affines, finite voxels,
+    label values against ``scheme``, empty labels), as `check_dataset` finds them."""
+    problems: list[Problem] = []
+    for case in cases:
+        _check_case(case, channels, scheme, problems)
+    return problems
+
+
 def check_dataset(
-    dataset: DataSet, model: TaskContract | nn.Module | None = None, *, scheme: LabelScheme | None = None
+    dataset: DataSet | str | os.PathLike,
+    model: TaskContract | nn.Module | None = None,
+    *,
+    scheme: LabelScheme | None = None,
 ) -> CheckReport:
     """Check every case of a data set; nothing is raised, every problem goes into the report.
 
@@ -220,10 +244,19 @@ def check_dataset(
     data's labels against the model's outputs and label scheme, each with the fix.
 
     Args:
-        dataset: From `medseg_zoo.data.discover`.
+        dataset: From `medseg_zoo.data.discover`, or a data set folder (discovered with its own metadata).
         model: A zoo model or a ``TaskContract`` the data is meant for.
         scheme: Label scheme to check the label values against; defaults to the data set's.
+
+    Raises:
+        TypeError: If ``dataset`` is neither a `DataSet` nor a path.
     """
+    if isinstance(dataset, str | os.PathLike):
+        from medseg_zoo.data.discovery import discover
+
+        dataset = discover(dataset)
+    if not isinstance(dataset, DataSet):
+        raise TypeError(f"check_dataset expects a DataSet (from discover) or a folder, got {type(dataset).__name__}")
     report = CheckReport(dataset)
     if model is not None:
         contract = model if isinstance(model, TaskContract) else config_of(model).contract
@@ -232,6 +265,5 @@ def check_dataset(
                 report.problems.append(problem)
     if not dataset.cases:
         report.problems.append(Problem("(data set)", None, "no cases found"))
-    for case in dataset.cases:
-        _check_case(case, dataset, scheme or dataset.scheme, report.problems)
+    report.problems += check_cases(dataset.cases, dataset.channels, scheme or dataset.scheme)
     return report

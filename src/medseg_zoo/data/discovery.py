@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -89,7 +90,9 @@ def _scheme(root: Path, meta: dict, label_scheme: str | LabelScheme | None) -> L
     """The explicit scheme if given; else a built-in edition whose label names match the dataset.json's exactly;
     else the dataset.json's labels as exclusive classes."""
     if label_scheme is not None:
-        return _named(label_scheme)
+        scheme = _named(label_scheme)
+        _check_against_dataset_json(root, meta, scheme)
+        return scheme
     try:
         labels = scheme_from_dataset_json(meta, root.name)
     except ValueError as exc:
@@ -99,6 +102,26 @@ def _scheme(root: Path, meta: dict, label_scheme: str | LabelScheme | None) -> L
         if candidate.name != "monai_tutorial" and {v: _normalise(n) for v, n in candidate.labels.items()} == names:
             return candidate
     return labels
+
+
+def _check_against_dataset_json(root: Path, meta: dict, scheme: LabelScheme) -> None:
+    """A scheme given for a data set whose dataset.json names its labels must give each value the same meaning:
+    otherwise every score and every trained output would silently mean another structure."""
+    try:
+        declared = scheme_from_dataset_json(meta, root.name).labels
+    except ValueError:
+        return  # no usable labels map: the given scheme is all there is
+    differ = [
+        f"{v}: {declared.get(v, '(absent)')!r} in dataset.json, {scheme.labels.get(v, '(absent)')!r} in the scheme"
+        for v in sorted(set(declared) | set(scheme.labels))
+        if _normalise(declared.get(v, "")) != _normalise(scheme.labels.get(v, ""))
+    ]
+    if differ:
+        raise DataSetError(
+            f"{root / 'dataset.json'}: label scheme {scheme.name!r} ({scheme.edition}) does not match the labels the "
+            f"data set declares ({'; '.join(differ[:4])}); drop the label scheme to use the data set's own, or fix "
+            "its dataset.json if the scheme is right"
+        )
 
 
 def _read_json(path: Path) -> dict:
@@ -144,9 +167,22 @@ def _msd(root: Path, meta: dict, label_scheme: str | LabelScheme | None) -> Data
         image = (root / entry["image"]).resolve()
         label = (root / entry["label"]).resolve() if entry.get("label") else None
         cases.append(Case(_strip(image.name), (image,), label))
+    _refuse_repeats(root / "dataset.json", cases)
     scheme = _scheme(root, meta, label_scheme)
     test = _single_files(root / "imagesTs", root / "labelsTs")
     return DataSet(root, "msd", tuple(sorted(cases, key=lambda c: c.name)), channels, scheme, test)
+
+
+def _refuse_repeats(source: Path, cases: list[Case]) -> None:
+    """A case listed twice would land in training and validation at once."""
+    names = Counter(c.name for c in cases)
+    files = Counter(str(p) for c in cases for p in (*c.images, *([c.label] if c.label else [])))
+    repeated = [n for n, k in names.items() if k > 1] + [f for f, k in files.items() if k > 1]
+    if repeated:
+        raise DataSetError(
+            f"{source}: {', '.join(repeated[:4])} listed more than once; each case and each file must appear once, "
+            "or the same case could be trained on and validated"
+        )
 
 
 def _channel_files(images_dir: Path, labels_dir: Path, ending: str, channels: int) -> tuple[Case, ...]:

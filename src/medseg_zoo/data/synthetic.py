@@ -193,7 +193,7 @@ def make_dataset(
     (out / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out / "labelsTr").mkdir(parents=True, exist_ok=True)
     training = []
-    for i in tqdm(range(n_cases), desc="synthetic cases", unit="case", disable=not progress):
+    for i in tqdm(range(n_cases), desc="synthetic cases", unit="case", disable=None if progress else True):
         name = f"BRATS_{i:03d}.nii.gz"
         image_path, label_path = out / "imagesTr" / name, out / "labelsTr" / name
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})

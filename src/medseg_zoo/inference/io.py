@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from medseg_zoo._atomic import atomic_write
+from medseg_zoo._guard import check_output_file
 from medseg_zoo._contract import channel_order
 from medseg_zoo.errors import MedsegZooError
 
@@ -45,6 +46,8 @@ class Volume:
 
 
 def _read(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; expected a NIfTI file (.nii.gz or .nii)")
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     try:
@@ -180,31 +183,11 @@ def input_paths(inputs: Inputs) -> list[Path]:
     return []
 
 
-def _same(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def check_output(output: str | os.PathLike, inputs: Sequence[Path] = ()) -> Path:
     """Refuse, before any work, an output path that would replace an input, is not a NIfTI file name, is a
-    folder, or cannot be written.
+    folder, or cannot be written (`medseg_zoo._guard.check_output_file`).
 
     Raises:
-        InputError: Naming the path and what was expected.
+        OutputError: Naming the path and what was expected.
     """
-    path = Path(output)
-    if not path.name.endswith(NIFTI_SUFFIXES):
-        raise InputError(f"output {path}: expected a file name ending in .nii.gz or .nii")
-    if path.is_dir():
-        raise InputError(f"output {path} is an existing folder; expected a file name ending in .nii.gz or .nii")
-    for source in inputs:
-        if _same(path, source):
-            raise InputError(f"output {path} is the input {source}: refusing to replace an input; choose another path")
-    parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"output {path}: {parent} is not a writable folder")
-    return path
+    return check_output_file(output, suffixes=NIFTI_SUFFIXES, reads=inputs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -178,6 +179,7 @@ class Predictor:
         if output not in ("labels", "probabilities", "regions"):
             raise ValueError(f"output must be 'labels', 'probabilities' or 'regions', got {output!r}")
         self._check_grid(volume)
+        _warn_without_signal(volume, self.contract.in_channels)
         # From here to the decision the case stays on the aggregation device (the GPU by default there).
         work = self.aggregation_device
         image = MetaTensor(torch.from_numpy(volume.data).to(work), affine=torch.as_tensor(volume.affine))
@@ -266,7 +268,8 @@ class Predictor:
             The prediction as a NIfTI image on the input's grid, with the input's affine and header.
 
         Raises:
-            InputError: A bad input or output (the message names the file and what was expected).
+            InputError: A bad input (the message names the file and what was expected).
+            OutputError: An output that is an input, a folder, not a NIfTI name, or not writable.
         """
         if kind not in ("labels", "probabilities", "regions"):
             raise ValueError(f"kind must be 'labels', 'probabilities' or 'regions', got {kind!r}")
@@ -281,6 +284,21 @@ class Predictor:
         img.set_data_dtype(data.dtype)
         img.header.set_slope_inter(np.nan, np.nan)
         return img
+
+
+def _warn_without_signal(volume: Volume, channels: Sequence[str]) -> None:
+    """Warn about channels that hold one value everywhere (an all-zero file, say): the labels of such an input
+    mean nothing, however confident they look."""
+    flat = volume.data.reshape(len(volume.data), -1)
+    constant = [(c, float(v[0])) for c, v in zip(channels, flat, strict=True) if v.size and v.min() == v.max()]
+    if constant:
+        found = ", ".join(f"{c} (every voxel {v:g})" for c, v in constant)
+        warnings.warn(
+            f"{volume.source}: no signal in channel(s) {found}; the prediction of such an input is meaningless. "
+            "Check that the file holds the image",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def predict(

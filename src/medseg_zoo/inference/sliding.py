@@ -94,7 +94,7 @@ def sliding_window_stream(
             emit(out, slice(start - pz0, stop - pz0))
 
     layers = window_starts(nz, rz, overlap)
-    bar = tqdm(total=len(layers) * len(xy), unit="window", disable=not progress)
+    bar = tqdm(total=len(layers) * len(xy), unit="window", disable=None if progress else True)  # None: TTY only
     band = 0
     for z in layers:
         if z > band:  # planes before z are complete: no later window reaches back

@@ -3,9 +3,7 @@
 from medseg_zoo.layers.attention import Attention
 from medseg_zoo.layers.conv_blocks import (
     ConvNormAct,
-    PointwiseConv3d,
     ResBlock,
-    SameConv3d,
     UnetrSkipBlock,
     UnetrUpBlock,
     UpConv3d,
@@ -22,9 +20,7 @@ __all__ = [
     "ConvNormAct",
     "Linear",
     "PatchEmbed3d",
-    "PointwiseConv3d",
     "ResBlock",
-    "SameConv3d",
     "TransformerBlock",
     "TransformerEncoder",
     "UnetrSkipBlock",

@@ -22,7 +22,8 @@ class Attention(nn.Module):
     Args:
         dim: Token width.
         num_heads: Number of heads.
-        dim_head: Width of one head; defaults to ``dim // num_heads``.
+        dim_head: Width of one head; defaults to ``dim / num_heads``, which must then be a whole number (as MONAI
+            requires). Give it to build a head width that does not divide ``dim``.
         qkv_bias: Bias on the ``qkv`` projection.
         proj_bias: Bias on the output projection.
         attn_drop: Dropout on the attention weights (training only).
@@ -41,6 +42,11 @@ class Attention(nn.Module):
         proj_drop: float = 0.0,
     ) -> None:
         super().__init__()
+        if dim_head is None and dim % num_heads:
+            raise ValueError(
+                f"hidden size {dim} should be divisible by num_heads {num_heads} (as MONAI requires); pass dim_head "
+                "for another head width (self-attention-cv's UNETR, unetr_brats, uses 10 heads of 51 on 512)"
+            )
         self.num_heads = num_heads
         self.dim_head = dim // num_heads if dim_head is None else dim_head
         if self.dim_head <= 0:

@@ -122,10 +122,10 @@ register_model(
     ModelConfig(
         name="segresnet",
         builder=SegResNet,
-        model_args={"blocks_down": (1, 2, 2, 4), "blocks_up": (1, 1, 1), "init_filters": 16},
+        model_args={},  # MONAI's defaults: init_filters 8, blocks_down 1,2,2,4, blocks_up 1,1,1
         default_roi=(128, 128, 128),
         paper=_PAPER,
-        notes="Generic MONAI SegResNet; give in_channels and out_channels.",
+        notes="Generic MONAI SegResNet with MONAI's defaults (init_filters 8); give in_channels and out_channels.",
         tiny_args=_TINY,
         stem=_STEM,
         head=_HEAD,

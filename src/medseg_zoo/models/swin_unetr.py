@@ -63,10 +63,11 @@ register_model(
     ModelConfig(
         name="swin_unetr",
         builder=SwinUNETR,
-        model_args=_ARGS,
+        model_args={},  # MONAI's defaults: feature_size 24, depths 2,2,2,2, heads 3,6,12,24
         default_roi=(96, 96, 96),
         paper=_PAPER,
-        notes="Generic MONAI SwinUNETR (inputs: multiples of 32 per axis); give in_channels and out_channels.",
+        notes="Generic MONAI SwinUNETR with MONAI's defaults (feature_size 24; inputs: multiples of 32 per axis); "
+        "give in_channels and out_channels.",
         tiny_args=_TINY,
         stem=_STEM,
         head=_HEAD,

@@ -194,10 +194,12 @@ register_model(
     ModelConfig(
         name="unet",
         builder=UNet,
-        model_args=_ARGS,
+        # MONAI's defaults (num_res_units 0); channels and strides, which MONAI requires, as the seed's.
+        model_args={"spatial_dims": 3, "channels": (16, 32, 64, 128, 256), "strides": (2, 2, 2, 2)},
         default_roi=(96, 96, 96),
         paper=_PAPER,
-        notes="Generic MONAI residual UNet; give in_channels and out_channels.",
+        notes="Generic MONAI UNet with MONAI's defaults (num_res_units=0) and channels 16-256, strides 2; give "
+        "in_channels and out_channels.",
         tiny_args=_TINY,
         stem=_STEM,
         head=_HEAD,

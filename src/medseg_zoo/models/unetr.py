@@ -126,11 +126,13 @@ class UNETR(nn.Module):
             ]
         )
         self.head = conv3d(f, out_channels, kernel_size=1)
+        self.channels_last_on_cpu = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # On the CPU the decoder runs channels-last: oneDNN's 3D convolutions are faster on it, and the norms have
         # an accurate fused path for it (see medseg_zoo.layers.norm_act). Values are the same in either layout.
-        layout = torch.channels_last_3d if x.device.type == "cpu" else torch.contiguous_format
+        cpu_layout = self.channels_last_on_cpu and x.device.type == "cpu"
+        layout = torch.channels_last_3d if cpu_layout else torch.contiguous_format
         x = x.as_subclass(torch.Tensor)  # MONAI MetaTensors would make every map a view (see norm_act)
         if torch.is_autocast_enabled(x.device.type):  # cast once: the stem and the patch embedding share it
             x = x.to(torch.get_autocast_dtype(x.device.type))

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import config_of
+from medseg_zoo.data.checks import DataCheckError, check_cases
 from medseg_zoo.data.discovery import Case
 from medseg_zoo.inference.io import load_volume, save_nifti
 from medseg_zoo.inference.predictor import Predictor
@@ -112,16 +113,20 @@ def evaluate(
         progress: A progress bar over cases.
         predictions: A folder for the predicted label maps.
 
+    Every case is checked before anything is predicted (`medseg_zoo.data.check_cases`: readable files, the
+    model's channel count, label grid and affine equal to the image's, label values in ``scheme``).
+
     Raises:
-        ValueError: If a case has no label, or the scheme does not give the model's outputs.
+        ValueError: If there are no cases, or the scheme does not give the model's outputs.
+        DataCheckError: If a case has no label or fails a check (every problem, each naming its file).
     """
     contract = config_of(model).contract
     data_scheme(contract, scheme)
-    unlabelled = [c.name for c in cases if c.label is None]
-    if unlabelled:
-        raise ValueError(f"cases without a label file cannot be evaluated: {', '.join(unlabelled)}")
     if not cases:
         raise ValueError("no cases to evaluate")
+    errors = [p for p in check_cases(cases, contract.in_channels, scheme) if p.severity == "error"]
+    if errors:
+        raise DataCheckError("cannot evaluate these cases:\n" + "\n".join(f"  {p}" for p in errors))
     own = contract.scheme
     if predictions is not None and own is None:
         raise ValueError("the model's contract names no label scheme, so it predicts no label maps to write")
@@ -129,7 +134,7 @@ def evaluate(
     scored = foreground(contract.out_channels, scheme)
     index = [contract.out_channels.index(c) for c in scored]
     rows = []
-    for case in tqdm(cases, desc="evaluate", unit="case", disable=not progress):
+    for case in tqdm(cases, desc="evaluate", unit="case", disable=None if progress else True):
         volume = load_volume(_inputs(case, contract.in_channels), contract.in_channels)
         if own is None:
             predicted = np.moveaxis(predictor.predict_volume(volume, "regions"), -1, 0)[index]

@@ -12,6 +12,8 @@ recipes reproduce the seed tutorial's runs exactly.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,7 +21,23 @@ from medseg_zoo._device import AMP_MODES
 from medseg_zoo.errors import TrainingError
 from medseg_zoo.training.losses import LOSSES
 
-__all__ = ["RECIPES", "TrainConfig", "list_recipes", "recipe"]
+__all__ = ["RECIPES", "RESUMABLE_CHANGES", "TrainConfig", "list_recipes", "recipe"]
+
+
+# Fields a resumed run may change: where and how fast it runs, how long, how often it validates. The others
+# decide what is learned; a run resumed with other values would not be the run it continues.
+RESUMABLE_CHANGES = (
+    "output",
+    "epochs",
+    "device",
+    "num_workers",
+    "cache_dir",
+    "val_every",
+    "overlap",
+    "early_stopping",
+    "max_minutes",
+    "progress",
+)
 
 
 @dataclass(frozen=True)
@@ -48,7 +66,7 @@ class TrainConfig:
             rank's GPU.
         val_every: Validate every this many epochs (and after the last).
         val_fraction: Fraction of the cases held out for validation (ignored with ``fold``).
-        fold: ``(k, n)``: validate on fold ``k`` (0-based) of ``n``.
+        fold: ``(k, n)`` or ``"k/n"``: validate on fold ``k`` (0-based) of ``n``.
         seed: Seeds the split, the initial order and every random crop and augmentation.
         num_workers: DataLoader worker processes; ``None`` picks 0 on the CPU (the workers would take the cores
             the network needs) and up to 8 with a GPU.
@@ -68,7 +86,7 @@ class TrainConfig:
         recipe: Name of the recipe the values came from.
     """
 
-    output: str = "runs/medseg"
+    output: str | os.PathLike = "runs/medseg"
     epochs: int = 100
     batch_size: int = 2
     optimizer: Literal["sgd", "adamw"] = "adamw"
@@ -84,7 +102,7 @@ class TrainConfig:
     device: str = "auto"
     val_every: int = 5
     val_fraction: float = 0.2
-    fold: tuple[int, int] | None = None
+    fold: tuple[int, int] | str | None = None
     seed: int = 0
     num_workers: int | None = None
     cache_dir: str | None = None
@@ -99,9 +117,6 @@ class TrainConfig:
     recipe: str = "default"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "output", str(self.output))
-        if self.fold is not None:
-            object.__setattr__(self, "fold", tuple(self.fold))
         problems = []
 
         def need(ok: bool, field: str, expected: str) -> None:
@@ -112,13 +127,20 @@ class TrainConfig:
             value = getattr(self, field)
             need(isinstance(value, int) and not isinstance(value, bool) and value >= low, field, f"an integer >= {low}")
 
-        def number(field: str, low: float, high: float = float("inf"), *, open_low: bool = False) -> None:
+        def number(field: str, low: float, high: float = math.inf, *, open_low: bool = False, open_high=False) -> None:
             value = getattr(self, field)
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            ok = ok and (value > low if open_low else value >= low) and value <= high
-            bounds = f"{'>' if open_low else '>='} {low}" + (f" and <= {high}" if high != float("inf") else "")
-            need(ok, field, f"a number {bounds}")
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            ok = ok and (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
+            bounds = f"{'>' if open_low else '>='} {low}"
+            if high != math.inf:
+                bounds += f" and {'<' if open_high else '<='} {high}"
+            need(ok, field, f"a finite number {bounds}")
 
+        output = self.output
+        need(isinstance(output, str | os.PathLike) and str(output).strip() != "", "output", "a folder path")
+        if isinstance(output, os.PathLike):
+            object.__setattr__(self, "output", os.fspath(output))
+        object.__setattr__(self, "fold", _fold(self.fold))
         for field in ("epochs", "batch_size", "grad_accumulation", "val_every"):
             integer(field, 1)
         for field in ("warmup_epochs", "freeze_encoder_epochs", "seed"):
@@ -128,17 +150,22 @@ class TrainConfig:
         number("momentum", 0, 1)
         number("foreground_ratio", 0, 1)
         number("pretrained_lr_scale", 0)
-        number("overlap", 0, 0.99)
-        value = self.val_fraction
-        need(
-            isinstance(value, float | int) and not isinstance(value, bool) and 0 < value < 1,
-            "val_fraction",
-            "in (0, 1)",
-        )
+        number("overlap", 0, 1, open_high=True)
+        number("val_fraction", 0, 1, open_low=True, open_high=True)
         need(self.optimizer in ("sgd", "adamw"), "optimizer", "'sgd' or 'adamw'")
         need(self.loss in LOSSES, "loss", " or ".join(map(repr, LOSSES)))
         need(self.schedule in ("poly", "cosine", "constant"), "schedule", "'poly', 'cosine' or 'constant'")
         need(self.amp in AMP_MODES, "amp", " or ".join(map(repr, AMP_MODES)))
+        need(isinstance(self.device, str), "device", "a device name such as 'auto', 'cpu' or 'cuda:0'")
+        need(isinstance(self.progress, bool), "progress", "True or False")
+        need(isinstance(self.recipe, str), "recipe", "a recipe name")
+        need(
+            self.cache_dir is None or (isinstance(self.cache_dir, str | os.PathLike) and str(self.cache_dir).strip()),
+            "cache_dir",
+            "a folder path or None",
+        )
+        if isinstance(self.cache_dir, os.PathLike):
+            object.__setattr__(self, "cache_dir", os.fspath(self.cache_dir))
         if self.grad_clip is not None:
             number("grad_clip", 0, open_low=True)
         if self.num_workers is not None:
@@ -149,10 +176,20 @@ class TrainConfig:
             number("layer_decay", 0, 1, open_low=True)
         if self.max_minutes is not None:
             number("max_minutes", 0, open_low=True)
-        if self.fold is not None:
-            f = self.fold
-            ok = len(f) == 2 and all(isinstance(v, int) for v in f) and f[1] >= 2 and 0 <= f[0] < f[1]
-            need(ok, "fold", "(k, n) with n >= 2 and 0 <= k < n, e.g. 0/5")
+        f = self.fold
+        if f is not None:
+            ok = (
+                isinstance(f, tuple)
+                and len(f) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in f)
+                and f[1] >= 2
+                and 0 <= f[0] < f[1]
+            )
+            need(
+                ok,
+                "fold",
+                "k/n or (k, n) with n >= 2 and 0 <= k < n: '0/5' or (0, 5) validates on the first of 5 folds",
+            )
         if problems:
             raise TrainingError(f"invalid training configuration: {'; '.join(problems)}")
 
@@ -199,6 +236,18 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "unetr_monai": ("the seed tutorial's MONAI UNETR run on MSD Task01, 180 epochs", {**_SEED, "epochs": 180}),
     "unet_brats": ("the seed tutorial's MONAI UNet run on MSD Task01, 170 epochs", {**_SEED, "epochs": 170}),
 }
+
+
+def _fold(value: Any) -> Any:
+    """``"k/n"`` or a list as ``(k, n)``; anything else is left for the check to name."""
+    if isinstance(value, str):
+        parts = value.split("/")
+        if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+            return (int(parts[0]), int(parts[1]))
+        return value
+    if isinstance(value, list):
+        return tuple(value)
+    return value
 
 
 def list_recipes() -> list[str]:

@@ -26,7 +26,6 @@ import math
 import os
 import random
 import re
-import shutil
 import statistics
 import sys
 import time
@@ -41,6 +40,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from monai.data import list_data_collate
+from safetensors import SafetensorError
 from monai.transforms import Compose
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
@@ -50,6 +50,7 @@ import medseg_zoo
 from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import config_of
 from medseg_zoo._device import amp_dtype, process
+from medseg_zoo._guard import check_output_folder
 from medseg_zoo.data.checks import check_dataset
 from medseg_zoo.data.discovery import Case, DataSet, discover
 from medseg_zoo.data.splits import k_folds, train_val_split
@@ -59,7 +60,8 @@ from medseg_zoo.inference.predictor import Predictor
 from medseg_zoo.metrics import dice
 from medseg_zoo.training.evaluation import Evaluation, evaluate, foreground
 from medseg_zoo.training.losses import loss_for
-from medseg_zoo.training.recipes import TrainConfig
+from medseg_zoo.training.recipes import RESUMABLE_CHANGES, TrainConfig
+from medseg_zoo.training.run_folder import RUN_FORMAT, RUN_FORMAT_VERSION, RunFolder
 from medseg_zoo.transforms.labels import LabelScheme, get_scheme, list_schemes
 from medseg_zoo.transforms.presets import (
     cached_dataset,
@@ -73,8 +75,6 @@ __all__ = ["Callback", "Trainer"]
 
 logger = logging.getLogger("medseg_zoo.training")
 
-STATE_NAME = "trainer_state.pt"
-RUN_CONFIG = "config.json"
 STATE_FORMAT = 1
 
 
@@ -177,20 +177,43 @@ class Trainer:
         overwrite: bool = False,
         callbacks: Sequence[Callback] = (),
     ) -> None:
-        self.config = config = config or TrainConfig()
+        self.config = config = config if config is not None else TrainConfig()
+        if not isinstance(config, TrainConfig):
+            raise TrainingError(f"config must be a TrainConfig, got {type(config).__name__}")
         if resume and overwrite:
             raise TrainingError(
                 "resume and overwrite exclude each other: resume continues the run, overwrite deletes it"
             )
+        bad = [c for c in callbacks if not isinstance(c, Callback)]
+        if isinstance(callbacks, str | bytes) or bad:
+            raise TrainingError(
+                f"callbacks must be Callback objects (subclass medseg_zoo.training.Callback and override its hooks), "
+                f"got {bad[0] if bad else callbacks!r}"
+            )
+        if isinstance(data, DataSet):
+            if label_scheme is not None:
+                raise TrainingError(
+                    f"label_scheme={label_scheme!r} applies to a data set folder; a DataSet already has its scheme "
+                    f"({data.scheme.name}): use discover(root, label_scheme=...)"
+                )
+            self.dataset = data
+        elif isinstance(data, str | os.PathLike):
+            self.dataset = discover(data, label_scheme=label_scheme)
+        else:
+            raise TrainingError(
+                f"data must be a data set folder (MSD, nnU-Net v2, image/label pairs) or a DataSet, got "
+                f"{type(data).__name__} {data!r}"
+            )
+        cfg = config_of(model)
         me, self.device = process(config.device)
         self.rank, self.world = me.rank, me.world
         self.amp_dtype = amp_dtype(self.device, config.amp, cpu_auto=False)
-        self.dataset = data if isinstance(data, DataSet) else discover(data, label_scheme=label_scheme)
         self.output = Path(config.output)
+        self.run_folder = RunFolder(self.output)
         self.callbacks = list(callbacks)
         self.resume = resume
 
-        cfg = config_of(model)
+        self._run_config = self._read_run(cfg) if resume else None
         report = check_dataset(self.dataset, cfg.contract)
         report.raise_for_errors()
         self.warnings = [str(p) for p in report.problems]
@@ -200,7 +223,6 @@ class Trainer:
         self.model = model
         self._check_model_options(cfg)
 
-        self._run_config = self._read_run() if resume else None
         self.train_cases, self.val_cases = self._split()
         self._check_roi()
         if config.batch_size * self.world > len(self.train_cases):
@@ -209,8 +231,11 @@ class Trainer:
                 f"than the {len(self.train_cases)} training cases: use --batch-size "
                 f"{max(1, len(self.train_cases) // self.world)} or fewer"
             )
+        protected = {"the data set": self.dataset.root}
         if not resume:
-            self._check_output(overwrite)
+            self.run_folder.check_new(overwrite=overwrite, protected=protected)
+        if config.cache_dir is not None:
+            check_output_folder(config.cache_dir, protected=protected, what="cache_dir")
         self.overwrite = overwrite
         self.history: list[dict[str, float]] = []
         self.epoch = 0
@@ -257,22 +282,30 @@ class Trainer:
                 "smaller roi trains faster (create_model(..., roi_size=...))"
             )
 
-    def _read_run(self) -> dict[str, Any]:
-        config_path, state_path = self.output / RUN_CONFIG, self.output / STATE_NAME
-        if not config_path.is_file():
+    def _read_run(self, cfg: Any) -> dict[str, Any]:
+        """The run config of the run to resume, checked against the model and settings given for it."""
+        run = self.run_folder.read()
+        name = run.get("model", {}).get("name")
+        if name != cfg.name:
             raise TrainingError(
-                f"resume: {self.output} is not a run folder (no {RUN_CONFIG}); start the run without --resume"
-            )
-        if not state_path.is_file():
-            raise TrainingError(
-                f"resume: {self.output} has no completed epoch ({STATE_NAME} is missing); start again with --overwrite"
+                f"resume: the run in {self.output} trains {name}, the model given is {cfg.name}; a resumed run "
+                "keeps its model (medseg-zoo train --output RUN --resume needs no --model)"
             )
         try:
-            run = json.loads(config_path.read_text())
-            if not all(isinstance(run["split"][k], list) for k in ("train", "val")):
-                raise TypeError("the split's train and val must be lists of case names")
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise TrainingError(f"resume: cannot read {config_path} ({exc})") from None
+            saved = TrainConfig.from_dict({**run["config"], "output": self.config.output})
+        except (KeyError, TypeError, TrainingError) as exc:
+            raise TrainingError(f"resume: cannot read the settings in {self.run_folder.config_path} ({exc})") from None
+        changed = [
+            f"{f}={getattr(self.config, f)!r} (the run's: {getattr(saved, f)!r})"
+            for f in saved.to_dict()
+            if f not in RESUMABLE_CHANGES and getattr(self.config, f) != getattr(saved, f)
+        ]
+        if changed:
+            raise TrainingError(
+                f"resume: settings differ from the run in {self.output}: {'; '.join(changed)}. A resumed run keeps "
+                f"its settings; only {', '.join(RESUMABLE_CHANGES)} may change. Start a new run from "
+                f"{self.output / 'last'} with --checkpoint for other settings"
+            )
         return run
 
     def _split(self) -> tuple[list[Case], list[Case]]:
@@ -299,30 +332,6 @@ class Trainer:
             ) from None
         return [by_name[n] for n in sorted(train)], [by_name[n] for n in sorted(val)]
 
-    def _check_output(self, overwrite: bool) -> None:
-        out = self.output.resolve()
-        data = self.dataset.root.resolve()
-        if out == data or data in out.parents or out in data.parents:
-            raise TrainingError(
-                f"output {self.output} overlaps the data set {self.dataset.root}: choose another folder"
-            )
-        if out.exists() and not out.is_dir():
-            raise TrainingError(f"output {self.output} is a file; expected a folder for the run")
-        content = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-        if content and not overwrite:
-            raise TrainingError(
-                f"output {self.output} is not empty ({', '.join(content[:5])}{', ...' if len(content) > 5 else ''}); "
-                "pass --resume to continue its run or --overwrite to replace it, or choose another folder"
-            )
-        if content and not (out / RUN_CONFIG).is_file():
-            raise TrainingError(
-                f"output {self.output} holds files but is not a medseg-zoo run (no {RUN_CONFIG}); refusing to delete "
-                "them: choose another folder"
-            )
-        parent = next(p for p in [out, *out.parents] if p.exists())
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise TrainingError(f"output {self.output}: {parent} is not writable")
-
     # --- set-up ---------------------------------------------------------------------------------------------------
 
     def _prepare(self) -> None:
@@ -338,8 +347,9 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         torch.manual_seed(config.seed)
         if self.is_main:
-            if self.overwrite and self.output.exists():
-                shutil.rmtree(self.output)
+            if self.overwrite:
+                self.run_folder.clear()
+            self.run_folder.remove_leftovers()
             self.output.mkdir(parents=True, exist_ok=True)
             self._start_logging()
             if self._run_config is None:
@@ -385,16 +395,17 @@ class Trainer:
         file = logging.FileHandler(self.output / "train.log")
         file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(file)
-        if self.config.progress:
-            console = _ConsoleHandler()
-            console.setFormatter(logging.Formatter("%(message)s"))
-            logger.addHandler(console)
+        console = _ConsoleHandler()  # warnings always reach the console; epoch lines only with progress
+        console.setFormatter(logging.Formatter("%(message)s"))
+        console.setLevel(logging.INFO if self.config.progress else logging.WARNING)
+        logger.addHandler(console)
 
     def _write_run_config(self) -> None:
         cfg = config_of(self.model)
         pretrained, reinitialized = self._origin()
         run = {
-            "format": "medseg-zoo-run",
+            "format": RUN_FORMAT,
+            "format_version": RUN_FORMAT_VERSION,
             "model": {
                 "name": cfg.name,
                 "pretrained": pretrained,
@@ -416,7 +427,7 @@ class Trainer:
             "command": sys.argv,
         }
         text = json.dumps(run, indent=2, default=str)
-        atomic_write(self.output / RUN_CONFIG, lambda tmp: Path(tmp).write_text(text))
+        atomic_write(self.run_folder.config_path, lambda tmp: Path(tmp).write_text(text))
 
     def _train_loader(self) -> DataLoader:
         config = self.config
@@ -613,7 +624,7 @@ class Trainer:
             self.train_loader,
             desc=f"epoch {epoch + 1}/{config.epochs}",
             unit="batch",
-            disable=not (self.is_main and config.progress),
+            disable=None if self.is_main and config.progress else True,  # None: off where stderr is no terminal
             leave=False,
         )
         for i, batch in enumerate(bar):
@@ -716,11 +727,17 @@ class Trainer:
         elif "mean_dice" in row:
             self.stale += 1
         if self.is_main:
-            if improved:
-                self._save_model(self.output / "best", row)
-            self._save_model(self.output / "last", row)
-            self._save_state()
-            self._write_metrics()
+            try:
+                if improved:
+                    self._save_model(self.output / "best", row)
+                self._save_model(self.output / "last", row)
+                self._save_state()
+                self._write_metrics()
+            except (OSError, SafetensorError) as exc:  # a full disk, a folder gone: every write is atomic
+                raise TrainingError(
+                    f"cannot write epoch {self.epoch}'s results into {self.output} ({type(exc).__name__}: {exc}); "
+                    f"nothing written is partial. {self.run_folder.resume_hint()}"
+                ) from None
             logger.info(
                 "epoch %d/%d: loss %.4f%s, %.2f samples/s, %.0f s%s",
                 row["epoch"],
@@ -768,10 +785,10 @@ class Trainer:
                 "python": random.getstate(),
             },
         }
-        atomic_write(self.output / STATE_NAME, lambda tmp: torch.save(state, tmp))
+        atomic_write(self.run_folder.state_path, lambda tmp: torch.save(state, tmp))
 
     def _load_state(self) -> None:
-        path = self.output / STATE_NAME
+        path = self.run_folder.state_path
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             if state.get("format") != STATE_FORMAT:
@@ -783,12 +800,30 @@ class Trainer:
                 self.scaler.load_state_dict(state["scaler"])
             rng = state["rng"]
         except Exception as exc:  # torch.load raises many types for damaged files
+            last = self.output / "last"
+            keep = (
+                f"{last} holds the weights of the last completed epoch: start a new run from them with "
+                f"medseg-zoo train --checkpoint {last} --data ... --output NEW_FOLDER, or start again with --overwrite"
+                if (last / "model.safetensors").is_file()
+                else "start again with --overwrite"
+            )
             raise TrainingError(
                 f"resume: cannot read {path} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                "the file is damaged or from another run: start again with --overwrite"
+                f"the file is damaged or from another run. {keep}"
             ) from None
         self.epoch, self.best, self.stale = int(state["epoch"]), float(state["best"]), int(state["stale"])
         self.horizon = int(state["horizon"])
+        planned = int(self._run_config["config"]["epochs"])
+        if self.config.epochs != planned:
+            # The schedule spanned the planned epochs (and ended at its last rate, 0 for cosine and poly): it is
+            # stretched over the new number, so the added epochs train at the rates of that longer schedule.
+            self.horizon = self.config.epochs
+            logger.info(
+                "epochs changed from %d to %d: the learning-rate schedule now spans %d epochs",
+                planned,
+                self.config.epochs,
+                self.config.epochs,
+            )
         self.history = [dict(r) for r in state["history"]]
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():

@@ -17,6 +17,7 @@ from monai.transforms import MapTransform
 
 __all__ = [
     "LabelScheme",
+    "LabelValueError",
     "LabelsToRegionsd",
     "RegionsToLabelsd",
     "get_scheme",
@@ -27,6 +28,10 @@ __all__ = [
 ]
 
 Array = np.ndarray | torch.Tensor
+
+
+class LabelValueError(ValueError):
+    """A label map with values outside its label scheme (the message names the file and the values)."""
 
 
 @dataclass(frozen=True)
@@ -92,11 +97,12 @@ class LabelScheme:
         return tuple(self.labels[v] for v in sorted(self.labels))
 
     def check(self, label_map: Array, source: str = "label map") -> None:
-        """Raise ``ValueError`` naming the values found if ``label_map`` has values outside the scheme."""
+        """Raise `LabelValueError` (a ``ValueError``) naming the values found if ``label_map`` has values outside
+        the scheme."""
         found = np.unique(np.asarray(label_map.detach().cpu() if isinstance(label_map, torch.Tensor) else label_map))
         bad = [v for v in found.tolist() if v not in self.labels or int(v) != v]
         if bad:
-            raise ValueError(
+            raise LabelValueError(
                 f"{source}: label values {bad} are not in scheme {self.name!r} ({self.edition}); "
                 f"values found: {found.tolist()}, expected a subset of {sorted(self.labels)}"
             )
@@ -307,7 +313,7 @@ class _SchemeMapd(MapTransform):
                 d[key] = self.convert(d[key])
             except ValueError as exc:  # name the file: MONAI's wrapper only names the transform
                 source = getattr(d[key], "meta", {}).get("filename_or_obj", f"key {key!r}")
-                raise ValueError(f"{source}: {exc}") from None
+                raise LabelValueError(f"{source}: {exc}") from None
         return d
 
     def __repr__(self) -> str:

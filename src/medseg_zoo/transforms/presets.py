@@ -18,8 +18,10 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.data.utils import pickle_hashing
 from monai.transforms import (
     CenterSpatialCropd,
     Compose,
@@ -40,7 +42,7 @@ from monai.transforms import (
 from torch import nn
 
 from medseg_zoo._contract import TaskContract, config_of
-from medseg_zoo.transforms.labels import LabelScheme, LabelsToRegionsd, get_scheme
+from medseg_zoo.transforms.labels import LabelScheme, LabelsToRegionsd, LabelValueError, get_scheme
 from medseg_zoo.transforms.resample import SeparableSpacingd
 
 __all__ = [
@@ -54,6 +56,23 @@ __all__ = [
 ]
 
 IMAGE, LABEL = "image", "label"
+
+
+class _Pipeline(Compose):
+    """MONAI's ``Compose`` that lets the zoo's own data errors through as they are: MONAI wraps every error of
+    a transform in a ``RuntimeError`` naming the transform, which hid the message naming the file and its label
+    values under a traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except RuntimeError as exc:
+            cause: BaseException | None = exc
+            while cause is not None and not isinstance(cause, LabelValueError):
+                cause = cause.__cause__
+            if cause is None:
+                raise
+            raise cause from None
 
 
 def _contract(source: TaskContract | nn.Module) -> TaskContract:
@@ -153,7 +172,7 @@ def training_transforms(
         if foreground_ratio
         else RandSpatialCropd(keys, roi_size=contract.roi_size, random_size=False)
     )
-    return Compose(
+    return _Pipeline(
         [
             *preprocessing_transforms(contract, label_scheme=label_scheme),
             SpatialPadd(keys, spatial_size=contract.roi_size),
@@ -171,7 +190,7 @@ def validation_transforms(
     """The seed's validation pipeline: prefix, pad to the roi, centre roi crop."""
     contract = _contract(source)
     keys = [IMAGE, LABEL]
-    return Compose(
+    return _Pipeline(
         [
             *preprocessing_transforms(contract, label_scheme=label_scheme),
             SpatialPadd(keys, spatial_size=contract.roi_size),
@@ -183,7 +202,7 @@ def validation_transforms(
 def inference_transforms(source: TaskContract | nn.Module) -> Compose:
     """The prefix for images alone; every step is invertible, so predictions can be mapped back to the input
     grid with ``monai.transforms.Invertd`` or ``Compose.inverse``."""
-    return Compose(preprocessing_transforms(source, with_label=False))
+    return _Pipeline(preprocessing_transforms(source, with_label=False))
 
 
 def preprocessing_key(source: TaskContract | nn.Module, label_scheme: str | LabelScheme | None = None) -> str:
@@ -201,6 +220,17 @@ def preprocessing_key(source: TaskContract | nn.Module, label_scheme: str | Labe
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _file_identity(item: dict) -> bytes:
+    """A cache key for a data item: every file it names with its size and modification time."""
+
+    def stamp(path: str) -> list:
+        info = os.stat(path)
+        return [path, info.st_size, info.st_mtime_ns]
+
+    stamped = {k: [stamp(p) for p in v] if isinstance(v, list) else stamp(v) for k, v in sorted(item.items())}
+    return pickle_hashing(stamped)
+
+
 def cached_dataset(
     data: Sequence[dict],
     transform: Compose,
@@ -212,13 +242,14 @@ def cached_dataset(
     """A MONAI dataset that caches the deterministic prefix of ``transform``.
 
     With ``cache_dir`` the prefix is stored on disk under ``cache_dir/key`` (MONAI PersistentDataset; use
-    `preprocessing_key` so a changed contract never reads stale files); else in memory (CacheDataset) when
+    `preprocessing_key` so a changed contract never reads stale files), each entry keyed by its files' paths,
+    sizes and modification times, so a corrected file is preprocessed again; else in memory (CacheDataset) when
     ``in_memory``, or not at all.
     """
     if cache_dir is not None:
         if key is None:
             raise ValueError("cache_dir needs key=preprocessing_key(model) so changed preprocessing is not mixed up")
-        return PersistentDataset(list(data), transform, cache_dir=Path(cache_dir) / key)
+        return PersistentDataset(list(data), transform, cache_dir=Path(cache_dir) / key, hash_func=_file_identity)
     if in_memory:
         return CacheDataset(list(data), transform, cache_rate=1.0, progress=False)
     return Dataset(list(data), transform)
