@@ -113,9 +113,8 @@ def run_demo(
     net = create_model(model)
     parameters = sum(p.numel() for p in net.parameters())
     budget = f" (at most {minutes:g} min)" if minutes else ""
-    say(
-        f"2/3 training {model} ({parameters / 1e6:.2f} M parameters) for {epochs} epochs{budget} on {device}: {cfg.notes}"
-    )
+    size = f"{parameters / 1e6:.2f} M parameters"
+    say(f"2/3 training {model} ({size}) for {epochs} epochs{budget} on {device}: {cfg.notes}")
     config = TrainConfig(
         output=str(out / "run"), epochs=epochs, val_every=5, max_minutes=minutes, device=device, progress=progress
     )

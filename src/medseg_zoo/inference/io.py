@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from medseg_zoo._atomic import atomic_write
-from medseg_zoo._guard import check_output_file
 from medseg_zoo._contract import channel_order
+from medseg_zoo._guard import check_output_file
 from medseg_zoo.errors import MedsegZooError
 
 __all__ = ["InputError", "Inputs", "Volume", "check_output", "input_paths", "load_volume", "save_nifti"]

@@ -129,7 +129,7 @@ class RunFolder:
                 "best/ and last/ hold), not a run folder: give the run a folder of its own"
             )
         run = self.run_config()
-        ours, foreign = self.entries()
+        foreign = self.entries()[1]
         if run is None:
             what = (
                 f"its {RUN_CONFIG} is not a medseg-zoo run's (format {_format(self.config_path)!r})"

@@ -40,8 +40,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from monai.data import list_data_collate
-from safetensors import SafetensorError
 from monai.transforms import Compose
+from safetensors import SafetensorError
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
