@@ -27,6 +27,7 @@ $(BENCH_WEIGHTS): | $(STAMP)
 
 bench: $(STAMP) $(BENCH_WEIGHTS)
 	$(PY) benchmarks/bench_layers.py --output docs/benchmarks.md
+	cd benchmarks && ../$(PY) bench_cpu_paths.py --repeats 5 --output ../docs/benchmarks.md
 	$(PY) benchmarks/bench_unetr.py --output docs/benchmarks.md
 	$(PY) benchmarks/bench_inference.py --weights $(BENCH_WEIGHTS) --repeats 5 --output docs/benchmarks.md
 	$(PY) benchmarks/bench_training.py --epochs 3 --output docs/benchmarks.md

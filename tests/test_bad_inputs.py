@@ -14,10 +14,19 @@ import torch
 import medseg_zoo as mz
 from medseg_zoo.cli import main
 from medseg_zoo.convert import ConversionError
-from medseg_zoo.data import DataSetError, discover, make_dataset
-from medseg_zoo.errors import DeviceError, InvalidArgumentError, InvalidOverrideError, OutputError, UnknownModelError
+from medseg_zoo.data import DataCheckError, DataSetError, check_dataset, discover, make_dataset
+from medseg_zoo.errors import (
+    DeviceError,
+    InvalidArgumentError,
+    InvalidOverrideError,
+    OutputError,
+    TrainingError,
+    UnknownModelError,
+)
 from medseg_zoo.hub import CheckpointError, HubError
 from medseg_zoo.inference import InputError
+from medseg_zoo.training import TrainConfig, Trainer
+from medseg_zoo.transforms.labels import LabelValueError
 from tests.conftest import snapshot
 from tests.inference.conftest import make_echo
 
@@ -47,6 +56,26 @@ def _checkpoint_with(work, change):
     change(config)
     (work / "ckpt" / "config.json").write_text(json.dumps(config))
     return work / "ckpt"
+
+
+def _label_with(work, value):
+    """BRATS_000's label with one voxel of ``value``; returns its training item."""
+    path = work / "data" / "labelsTr" / "BRATS_000.nii.gz"
+    img = nib.load(path)
+    data = np.asarray(img.dataobj).copy()
+    data[0, 0, 0] = value
+    nib.save(nib.Nifti1Image(data, img.affine), path)
+    return {"image": str(work / "data" / "imagesTr" / "BRATS_000.nii.gz"), "label": str(path)}
+
+
+def _shift_label(work, mm=5.0):
+    """BRATS_001's label moved 5 mm off its image."""
+    path = work / "data" / "labelsTr" / "BRATS_001.nii.gz"
+    img = nib.load(path)
+    affine = img.affine.copy()
+    affine[0, 3] += mm
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), affine), path)
+    return work
 
 
 def _dataset_json(work, change):
@@ -248,6 +277,84 @@ API = [
         ConversionError,
         r"network_def\['channels'\] is '\$\[16, 32\]', a bundle expression or macro; medseg-zoo does not run bundle",
     ),
+    (
+        "checkpoint with an unknown model argument",
+        (lambda w: _checkpoint_with(w, lambda c: c["model_args"].update(bogus=1)), mz.from_pretrained),
+        CheckpointError,
+        r"config.json: unet_brats: medseg_zoo.models.unet.UNet takes no argument 'bogus'",
+    ),
+    (
+        "an argument the UNet does not take",  # MONAI's UNet is extended through *args, **kwargs
+        lambda w: mz.create_model("unet_brats", bogus=1),
+        InvalidOverrideError,
+        r"takes no argument 'bogus'. Valid arguments: in_channels, out_channels, spatial_dims, channels",
+    ),
+    ("spatial_dims 4", lambda w: mz.create_model("unetr_brats", spatial_dims=4), InvalidArgumentError, r"got 4"),
+    (
+        "a 2-D img_size",
+        lambda w: mz.create_model("unetr", in_channels=1, out_channels=2, img_size=(96, 96)),
+        InvalidArgumentError,
+        r"unetr: img_size must be three positive integers, got \(96, 96\)",
+    ),
+    (
+        "a width the heads do not divide",  # MONAI refuses it; only the seed's configuration sets dim_head
+        lambda w: mz.create_model("unetr", in_channels=1, out_channels=2, hidden_size=512, num_heads=12),
+        ValueError,
+        r"hidden size 512 should be divisible by num_heads 12",
+    ),
+    (
+        "dataset.json listing a case twice",
+        (lambda w: _dataset_json(w, lambda m: m["training"].append(m["training"][0])), discover),
+        DataSetError,
+        r"dataset.json: BRATS_000, .*BRATS_000.nii.gz.* listed more than once",
+    ),
+    (
+        "a label scheme that contradicts the dataset.json",
+        lambda w: discover(w / "data", label_scheme="brats2023"),
+        DataSetError,
+        r"label scheme 'brats2023' .*does not match the labels the data set declares \(1: 'edema' in dataset.json",
+    ),
+    (
+        "training on a number",
+        lambda w: Trainer(make_echo(), 123, TrainConfig(output=str(w / "run"))),
+        TrainingError,
+        r"data must be a data set folder .* or a DataSet, got int 123",
+    ),
+    (
+        "callbacks that are not Callbacks",
+        lambda w: Trainer(make_echo(), w / "data", TrainConfig(output=str(w / "run")), callbacks=[print]),
+        TrainingError,
+        r"callbacks must be Callback objects .*got <built-in function print>",
+    ),
+    (
+        "a label scheme beside a DataSet",
+        lambda w: Trainer(
+            make_echo(), discover(w / "data"), TrainConfig(output=str(w / "run")), label_scheme="brats2021"
+        ),
+        TrainingError,
+        r"label_scheme='brats2021' applies to a data set folder; a DataSet already has its scheme \(msd_task01\)",
+    ),
+    (
+        "predict a folder that is not a case",
+        lambda w: mz.predict(make_echo(), str(w / "cases")),
+        InputError,
+        r"cases is a folder; expected a NIfTI file",
+    ),
+    (
+        "a label outside the scheme in the training pipeline",  # the file and the values first, not MONAI's wrapper
+        (
+            lambda w: _label_with(w, 4),
+            lambda item: mz.transforms.training_transforms(mz.create_model("unet_brats"))(item),
+        ),
+        LabelValueError,
+        r"BRATS_000.nii.gz: .*label values \[4\] are not in scheme 'msd_task01'",
+    ),
+    (
+        "check_dataset on a path with a bad label",  # a path is discovered
+        (lambda w: _label_with(w, 4) and w / "data", lambda root: check_dataset(root).raise_for_errors()),
+        DataCheckError,
+        r"BRATS_000: .*label values \[4\] are not in scheme 'msd_task01'",
+    ),
 ]
 
 
@@ -402,7 +509,77 @@ CLI = [
         r"--to .*data holds other files \(dataset.json, imagesTr, labelsTr\)",
     ),
     ("info of a number", lambda w: ["info", "123"], 2, r"unknown model '123'"),
+    (
+        "evaluate onto a ground-truth label",
+        lambda w: [*_evaluate(w), "--output", str(w / "data" / "labelsTr" / "BRATS_000.nii.gz")],
+        2,
+        r"--output .*labelsTr/BRATS_000.nii.gz: expected a file name ending in .csv",
+    ),
+    (
+        "evaluate onto a label named .csv",
+        lambda w: [*_evaluate(_renamed_label(w)), "--output", str(w / "data" / "labelsTr" / "BRATS_000.csv")],
+        2,
+        r"--output .*BRATS_000.csv is the input .*refusing to replace an input",
+    ),
+    (
+        "evaluate into the checkpoint",
+        lambda w: [*_evaluate(w), "--output", str(w / "ckpt" / "dice.csv")],
+        2,
+        r"--output .*ckpt/dice.csv lies inside the checkpoint .*which this command reads",
+    ),
+    (
+        "evaluate into the data set",
+        lambda w: [*_evaluate(w), "--output", str(w / "data" / "dice.csv")],
+        2,
+        r"lies inside the data set",
+    ),
+    (
+        "evaluate onto an existing folder",
+        lambda w: [*_evaluate(w), "--output", str(w / "cases")],
+        2,
+        r"--output .*cases: expected a file name ending in .csv",
+    ),
+    (
+        "evaluate with a label 5 mm off its image",
+        lambda w: _evaluate(_shift_label(w)),
+        2,
+        None,  # the data check's report
+    ),
+    (
+        "evaluate with a scheme the data set contradicts",
+        lambda w: [*_evaluate(w), "--label-scheme", "brats2023"],
+        2,
+        r"does not match the labels the data set declares",
+    ),
+    (
+        "train with the cache in a file",
+        lambda w: [*_train(w), "--cache-dir", str(w / "note.txt")],
+        2,
+        r"cache_dir .*note.txt is a file; expected a folder",
+    ),
+    (
+        "train with a negative learning rate",
+        lambda w: [*_train(w), "--lr", "-1e-3"],
+        2,
+        r"lr=-0.001 \(expected a finite number > 0\)",
+    ),
+    ("train with an infinite learning rate", lambda w: [*_train(w), "--lr", "inf"], 2, r"lr=inf \(expected a finite"),
 ]
+
+
+def _evaluate(work):
+    return ["evaluate", "--checkpoint", str(work / "ckpt"), "--data", str(work / "data"), "--split", "all"]
+
+
+def _train(work):
+    return ["train", "--checkpoint", str(work / "ckpt"), "--data", str(work / "data"), "--output", str(work / "run")]
+
+
+def _renamed_label(work):
+    """A data set whose label files end in .csv (listed so in its dataset.json)."""
+    (work / "data" / "labelsTr" / "BRATS_000.nii.gz").rename(work / "data" / "labelsTr" / "BRATS_000.csv")
+    _dataset_json(work, lambda m: m["training"][0].update(label="./labelsTr/BRATS_000.csv"))
+    return work
 
 
 @pytest.mark.parametrize(("argv", "code", "message"), [r[1:] for r in CLI], ids=[r[0] for r in CLI])
@@ -461,3 +638,28 @@ def test_written_files_get_the_users_umask(work):
         assert seg.stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(old)
+
+
+def test_evaluate_checks_the_data_against_the_checkpoint(work, capsys):
+    argv = _evaluate(_shift_label(work))
+    before = snapshot(work)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "BRATS_001.nii.gz: label affine differs from the image's (max difference 5 mm)" in err
+    assert snapshot(work) == before
+
+
+def test_predicting_an_input_without_signal_warns(work):
+    case = work / "empty.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 4), dtype=np.float32), np.eye(4)), case)
+    with pytest.warns(UserWarning, match=r"empty.nii.gz: no signal in channel\(s\) FLAIR \(every voxel 0\), T1w"):
+        mz.predict(make_echo(), str(case))
+
+
+def test_two_dimensional_images_are_named_as_such(work):
+    from medseg_zoo.data import check_cases
+
+    path = work / "data" / "imagesTr" / "BRATS_000.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), dtype=np.float32), np.eye(4)), path)
+    (problem,) = [p for p in check_cases(discover(work / "data").cases[:1], ["FLAIR"], discover(work / "data").scheme)]
+    assert "image shape (8, 8) is 2-D; expected a 3-D volume (X, Y, Z) or a 4-D one" in problem.message

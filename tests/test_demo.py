@@ -9,7 +9,7 @@ from medseg_zoo.cli import main
 from medseg_zoo.demo import run_demo
 from tests.conftest import snapshot
 
-SMALL = {"minutes": 0.02, "cases": 7, "shape": (32, 32, 32), "progress": False}
+SMALL = {"epochs": 2, "cases": 7, "shape": (32, 32, 32), "progress": False}
 
 
 def test_demo_writes_every_file_with_numbers_from_the_run(tmp_path):
@@ -33,6 +33,7 @@ def test_demo_writes_every_file_with_numbers_from_the_run(tmp_path):
     assert summary["mean_dice"] == pytest.approx(np.mean(list(summary["mean"].values())))
     assert set(summary["seconds"]) == {"data", "training", "evaluation", "total"}
     assert summary["model"] == "unet_brats_small" and summary["parameters"] > 0 and summary["device"] == "cpu"
+    assert summary["epochs"] == summary["epochs_planned"] == 2
 
     data = {p: p.stat().st_mtime_ns for p in (out / "data").rglob("*.nii.gz")}
     run_demo(out, **SMALL)  # a second run reuses the data set
@@ -42,6 +43,7 @@ def test_demo_writes_every_file_with_numbers_from_the_run(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
+        (["--epochs", "0"], r"--epochs must be a positive whole number, got 0"),
         (["--minutes", "0"], r"--minutes must be a positive number of minutes, got 0.0"),
         (["--minutes", "-2"], r"--minutes must be a positive number of minutes, got -2.0"),
         (["--model", "unet_bratz"], r"unknown model 'unet_bratz'"),

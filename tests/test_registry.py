@@ -133,3 +133,23 @@ def test_user_registered_model():
 def test_contract_validates():
     with pytest.raises(ValueError, match="activation must be 'sigmoid' or 'softmax', got 'relu'"):
         mz.TaskContract(in_channels=("a",), out_channels=("b",), activation="relu", roi_size=(1, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("name", "monai_class", "monai_args"),
+    [
+        # MONAI's UNet requires channels and strides; everything else at MONAI's defaults (num_res_units 0)
+        ("unet", "UNet", {"spatial_dims": 3, "channels": (16, 32, 64, 128, 256), "strides": (2, 2, 2, 2)}),
+        ("segresnet", "SegResNet", {}),  # init_filters 8
+        ("swin_unetr", "SwinUNETR", {}),  # feature_size 24
+    ],
+)
+def test_generic_names_take_monais_defaults(name, monai_class, monai_args):
+    """Code ported from MONAI with the same arguments gets the same network, and MONAI's weights load strictly."""
+    import monai.networks.nets
+
+    theirs = getattr(monai.networks.nets, monai_class)(in_channels=2, out_channels=3, **monai_args)
+    ours = mz.create_model(name, in_channels=2, out_channels=3, spatial_dims=3)
+    own = ours.state_dict()
+    assert {k: v.shape for k, v in own.items()} == {k: v.shape for k, v in theirs.state_dict().items()}
+    ours.load_state_dict(theirs.state_dict(), strict=True)

@@ -36,7 +36,7 @@ __all__ = ["DEMO_MODEL", "EPOCHS", "overlay", "run_demo"]
 DEMO_MODEL = "unet_brats_small"
 MARKER = ".medseg-zoo-demo"
 CASES, HELD_OUT = 20, 4  # synthetic cases, of which the last HELD_OUT are never trained on
-EPOCHS = 60  # a fixed number, so the result does not depend on how busy the machine is
+EPOCHS = 100  # a fixed number, so the result does not depend on how busy the machine is
 SHAPE, SEED = (96, 96, 80), 2026
 # Colours of the overlay: ground truth and prediction, one line style per region.
 TRUTH, PREDICTION = "#00e000", "#ff00ff"

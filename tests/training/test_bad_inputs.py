@@ -132,7 +132,8 @@ def test_resume_refuses_a_damaged_state(tiny_data, tmp_path):
     state = run / "trainer_state.pt"
     state.write_bytes(state.read_bytes()[:1000])
     before = snapshot(run)
-    with pytest.raises(TrainingError, match=r"resume: cannot read .*trainer_state.pt .*damaged or from another run"):
+    message = r"resume: cannot read .*trainer_state.pt .*damaged or from another run. .*last holds the weights of the last"
+    with pytest.raises(TrainingError, match=message + r" completed epoch: start a new run from them with medseg-zoo"):
         Trainer(tiny_model(), tiny_data, tiny_config(run, epochs=2), resume=True).fit()
     assert snapshot(run) == before
     state.unlink()
@@ -165,3 +166,31 @@ def test_a_roi_larger_than_every_volume_is_said(tiny_data, tmp_path):
     trainer = Trainer(tiny_model(roi_size=(64, 64, 64)), tiny_data, tiny_config(tmp_path / "run"))
     assert any("roi 64x64x64 is larger than every training volume on the model grid" in w for w in trainer.warnings)
     assert not any("roi" in w for w in Trainer(tiny_model(), tiny_data, tiny_config(tmp_path / "run")).warnings)
+
+
+def test_data_warnings_reach_stderr_without_progress(tiny_data, tmp_path, capsys):
+    root = _copy(tiny_data, tmp_path)
+    _set_label(root / "labelsTr" / "BRATS_001.nii.gz", lambda d: np.zeros_like(d))
+    Trainer(tiny_model(), root, tiny_config(tmp_path / "run", epochs=1, progress=False)).fit()
+    err = capsys.readouterr().err
+    assert "BRATS_001: " in err and "label map is empty (background only)" in err
+    assert "epoch 1/1" not in err  # without progress, no epoch lines
+
+
+def test_ctrl_c_says_how_to_resume(tiny_data, tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    def interrupted(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    original = Trainer._train_epoch
+    monkeypatch.setattr(Trainer, "_train_epoch", interrupted)
+    run = tmp_path / "run"
+    argv = ["train", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_data), "--output", str(run)]
+    assert main([*argv, "--epochs", "3", "--val-every", "1", "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted. The run continues from its last completed epoch with: medseg-zoo train --output {run}" in err
+    assert "Traceback" not in err
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    assert main(["train", "--output", str(run), "--resume", "--no-progress"]) == 0
+    assert json.loads((run / "config.json").read_text())["config"]["epochs"] == 3

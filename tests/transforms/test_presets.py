@@ -1,4 +1,5 @@
 import dataclasses
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -133,6 +134,19 @@ def test_persistent_cache_is_keyed(msd_dataset, tmp_path):
     np.testing.assert_array_equal(np.asarray(cached[0]["image"]), np.asarray(first["image"]))
     plain = cached_dataset(data, transform, in_memory=False)[0]
     np.testing.assert_array_equal(np.asarray(plain["image"]), np.asarray(first["image"]))
+
+
+def test_a_corrected_file_is_preprocessed_again(msd_dataset, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(msd_dataset, root)
+    data = [c.to_dict() for c in discover(root).cases[:1]]
+    transform, key = validation_transforms(CONTRACT), preprocessing_key(CONTRACT)
+    before = cached_dataset(data, transform, cache_dir=tmp_path / "cache", key=key)[0]["label"]
+    path = root / "labelsTr" / "BRATS_000.nii.gz"
+    img = nib.load(path)
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, dtype=np.uint8), img.affine), path)  # the label is corrected
+    after = cached_dataset(data, transform, cache_dir=tmp_path / "cache", key=key)[0]["label"]
+    assert before.sum() > 0 and after.sum() == 0
 
 
 def test_ct_window_normalization(tmp_path):

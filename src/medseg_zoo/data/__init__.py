@@ -1,6 +1,6 @@
 """Data sets: discovery of MSD / nnU-Net / paired folders, checks, splits and a synthetic BraTS-like generator."""
 
-from medseg_zoo.data.checks import CheckReport, DataCheckError, Problem, check_dataset
+from medseg_zoo.data.checks import CheckReport, DataCheckError, Problem, check_cases, check_dataset
 from medseg_zoo.data.discovery import Case, DataSet, DataSetError, discover
 from medseg_zoo.data.splits import k_folds, train_val_split
 from medseg_zoo.data.synthetic import make_dataset
@@ -12,6 +12,7 @@ __all__ = [
     "DataSet",
     "DataSetError",
     "Problem",
+    "check_cases",
     "check_dataset",
     "discover",
     "k_folds",

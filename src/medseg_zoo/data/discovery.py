@@ -265,6 +265,8 @@ def discover(
         DataSetError: If the folder is none of the layouts, or its metadata is malformed.
     """
     root = Path(root)
+    if root.is_file():
+        raise DataSetError(f"{root} is a file; expected a data set folder (MSD, nnU-Net v2, or images/ and labels/)")
     if not root.is_dir():
         raise DataSetError(f"{root}: no such folder")
     meta_path = root / "dataset.json"

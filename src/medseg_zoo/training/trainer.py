@@ -818,6 +818,9 @@ class Trainer:
             # The schedule spanned the planned epochs (and ended at its last rate, 0 for cosine and poly): it is
             # stretched over the new number, so the added epochs train at the rates of that longer schedule.
             self.horizon = self.config.epochs
+            step = self.scheduler.last_epoch
+            for group, factor in zip(self.optimizer.param_groups, self.scheduler.lr_lambdas, strict=True):
+                group["lr"] = group["initial_lr"] * factor(step)  # the next step's rate, on the new schedule
             logger.info(
                 "epochs changed from %d to %d: the learning-rate schedule now spans %d epochs",
                 planned,

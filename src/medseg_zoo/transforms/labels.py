@@ -100,11 +100,12 @@ class LabelScheme:
         """Raise `LabelValueError` (a ``ValueError``) naming the values found if ``label_map`` has values outside
         the scheme."""
         found = np.unique(np.asarray(label_map.detach().cpu() if isinstance(label_map, torch.Tensor) else label_map))
-        bad = [v for v in found.tolist() if v not in self.labels or int(v) != v]
+        found = [int(v) if float(v).is_integer() else v for v in found.tolist()]  # float label maps read as floats
+        bad = [v for v in found if v not in self.labels or int(v) != v]
         if bad:
             raise LabelValueError(
                 f"{source}: label values {bad} are not in scheme {self.name!r} ({self.edition}); "
-                f"values found: {found.tolist()}, expected a subset of {sorted(self.labels)}"
+                f"values found: {found}, expected a subset of {sorted(self.labels)}"
             )
 
 

@@ -1,0 +1,181 @@
+"""The run folder's rules: --overwrite deletes only a provable run's own files; a checkpoint is never a run;
+resume reads only a run; a failed write leaves the run resumable."""
+
+import json
+import math
+
+import pytest
+from safetensors import SafetensorError
+
+import medseg_zoo as mz
+import medseg_zoo.hub
+from medseg_zoo.cli import main
+from medseg_zoo.errors import OutputError, TrainingError
+from medseg_zoo.training import Callback, Trainer
+from medseg_zoo.training.run_folder import RunFolder
+from tests.conftest import snapshot, tiny_config, tiny_model
+
+TRAIN = ["--epochs", "1", "--val-every", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_data):
+    run = tmp_path_factory.mktemp("finished") / "run"
+    Trainer(tiny_model(), tiny_data, tiny_config(run, epochs=1)).fit()
+    return run
+
+
+def _project(root):
+    """A user's project folder that happens to hold a config.json."""
+    (root / "results").mkdir(parents=True)
+    (root / "config.json").write_text(json.dumps({"learning_rate": 0.1}))
+    (root / "notes.txt").write_text("my notes")
+    (root / "analysis.py").write_text("print('mine')")
+    (root / "results" / "table.csv").write_text("a,b\n1,2\n")
+    return root
+
+
+def test_overwrite_refuses_a_users_folder_with_a_config_json(tiny_data, tiny_checkpoint, tmp_path, capsys):
+    project = _project(tmp_path / "project")
+    before = snapshot(project)
+    argv = ["train", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_data), "--output", str(project)]
+    assert main([*argv, *TRAIN, "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "project holds files (analysis.py, config.json, notes.txt, results/)" in err
+    assert "is not a medseg-zoo run's (format None)" in err and "refusing to delete them" in err
+    assert snapshot(project) == before
+
+
+def test_overwrite_refuses_a_run_holding_a_users_files(finished_run, tiny_data, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for path in finished_run.rglob("*"):
+        if path.is_file():
+            (run / path.relative_to(finished_run)).parent.mkdir(parents=True, exist_ok=True)
+            (run / path.relative_to(finished_run)).write_bytes(path.read_bytes())
+    (run / "notes.txt").write_text("mine")
+    (run / "best" / "my_eval.csv").write_text("mine")
+    before = snapshot(run)
+    with pytest.raises(OutputError, match=r"also holds files a run does not write \(best/my_eval.csv, notes.txt\)"):
+        Trainer(tiny_model(), tiny_data, tiny_config(run, epochs=1), overwrite=True)
+    assert snapshot(run) == before
+
+
+def test_overwrite_replaces_a_run_and_only_its_files(finished_run, tiny_data, tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_model(), tiny_data, tiny_config(run, epochs=1)).fit()
+    (run / ".metrics.csv.abc123.tmp.csv").write_text("left by a killed write")
+    old = (run / "last" / "model.safetensors").read_bytes()
+    Trainer(tiny_model(seed=5), tiny_data, tiny_config(run, epochs=1), overwrite=True).fit()
+    assert (run / "last" / "model.safetensors").read_bytes() != old
+    assert not list(run.glob(".*tmp*"))
+    assert json.loads((run / "config.json").read_text())["format_version"] == 1
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_checkpoint_folder_is_never_a_run_folder(finished_run, tiny_data, overwrite, capsys):
+    best = finished_run / "best"
+    before = snapshot(finished_run)
+    argv = ["train", "--model", "unet_brats", "--data", str(tiny_data), "--output", str(best), *TRAIN]
+    assert main([*argv, *(["--overwrite"] if overwrite else [])]) == 2
+    err = capsys.readouterr().err
+    assert "is a saved model" in err and "--overwrite" not in err.split("error:")[1]
+    assert snapshot(finished_run) == before
+    with pytest.raises(OutputError, match="is a saved model"):
+        Trainer(tiny_model(), tiny_data, tiny_config(best), overwrite=overwrite)
+
+
+def test_a_run_must_not_replace_the_checkpoint_it_starts_from(finished_run, tiny_data, capsys):
+    before = snapshot(finished_run)
+    argv = ["train", "--checkpoint", str(finished_run / "best"), "--data", str(tiny_data)]
+    assert main([*argv, "--output", str(finished_run), "--overwrite", *TRAIN]) == 2
+    assert "overlaps the checkpoint" in capsys.readouterr().err
+    assert snapshot(finished_run) == before
+
+
+def test_train_config_without_an_output_writes_nothing(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TrainingError, match=r"output=None \(expected a folder path\)"):
+        Trainer(tiny_model(), tiny_data, tiny_config(tmp_path).replace(output=None)).fit()
+    assert not (tmp_path / "None").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--model", "unetr_brats"], r"--resume continues the run .* drop --model"),
+        (["--checkpoint", "/nonexistent"], r"drop --checkpoint"),
+        (["--recipe", "unet_brats", "--label-scheme", "brats2021"], r"drop --recipe, --label-scheme"),
+        (["--lr", "0.5"], r"settings differ from the run .*: lr=0.5 \(the run's: 0.01\)"),
+    ],
+)
+def test_resume_refuses_options_that_contradict_the_run(finished_run, options, message, capsys):
+    before = snapshot(finished_run)
+    assert main(["train", "--output", str(finished_run), "--resume", *options]) == 2
+    assert __import__("re").search(message, capsys.readouterr().err)
+    assert snapshot(finished_run) == before
+
+
+def test_resume_refuses_another_model(finished_run, tiny_data):
+    other = mz.create_model("unetr_brats", img_size=(16, 16, 16), feature_size=4, hidden_size=32, mlp_dim=64,
+                            num_heads=4, dim_head=8)  # fmt: skip
+    with pytest.raises(TrainingError, match=r"the run in .* trains unet_brats, the model given is unetr_brats"):
+        Trainer(other, tiny_data, tiny_config(finished_run, epochs=1), resume=True)
+
+
+class _Rates(Callback):
+    def __init__(self) -> None:
+        self.rates: list[float] = []
+
+    def on_train_start(self, trainer):
+        self.rates.append(max(g["lr"] for g in trainer.optimizer.param_groups))
+
+
+def test_extending_a_finished_run_stretches_its_schedule(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_model(), tiny_data, tiny_config(run, epochs=2)).fit()
+    rates = _Rates()
+    rows = Trainer(tiny_model(), tiny_data, tiny_config(run, epochs=3), resume=True, callbacks=[rates]).fit()
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[1]["lr"] == 0  # the two-epoch cosine schedule had ended
+    assert rates.rates[0] == pytest.approx(1e-2 * 0.5 * (1 + math.cos(math.pi * 2 / 3)))  # now it spans 3 epochs
+    assert "the learning-rate schedule now spans 3 epochs" in (run / "train.log").read_text()
+
+
+def test_a_failed_write_leaves_the_run_resumable(tiny_data, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    real = medseg_zoo.hub.save_file
+    calls = []
+
+    def full_disk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:  # epoch 1 writes best/ and last/; epoch 2 fails
+            raise SafetensorError("No space left on device (os error 28)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(medseg_zoo.hub, "save_file", full_disk)
+    with pytest.raises(TrainingError, match=r"cannot write epoch 2's results .*No space left.*--resume"):
+        Trainer(tiny_model(), tiny_data, tiny_config(run, epochs=2)).fit()
+    assert not list(run.rglob(".*tmp*"))
+    monkeypatch.setattr(medseg_zoo.hub, "save_file", real)
+    rows = Trainer(tiny_model(), tiny_data, tiny_config(run, epochs=2), resume=True).fit()
+    assert [r["epoch"] for r in rows] == [1, 2]
+
+
+def test_a_failed_first_write_leaves_no_empty_checkpoint(tiny_data, tmp_path, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(medseg_zoo.hub, "save_file", full_disk)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"No epoch was completed; start again with: .*--overwrite"):
+        Trainer(tiny_model(), tiny_data, tiny_config(run, epochs=1)).fit()
+    assert not (run / "best").exists() and not (run / "last").exists() and not list(run.glob(".*tmp*"))
+    RunFolder(run).check_new(overwrite=True)  # what is left is a run that --overwrite may replace
+
+
+def test_save_pretrained_onto_a_file(tmp_path):
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(mz.CheckpointError, match=r"file is a file; save_pretrained writes a folder"):
+        mz.save_pretrained(tiny_model(), tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "mine"
