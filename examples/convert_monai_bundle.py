@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 from monai.networks.nets import SegResNet
 
-from medseg_zoo import from_pretrained, save_pretrained
-from medseg_zoo.convert import convert_checkpoint
+from medseg_zoo import convert_checkpoint, from_pretrained, save_pretrained
 
 NETWORK = {"_target_": "SegResNet", "blocks_down": [1, 2, 2, 4], "blocks_up": [1, 1, 1], "init_filters": 16,
            "in_channels": 4, "out_channels": 3, "dropout_prob": 0.2}  # fmt: skip

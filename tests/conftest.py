@@ -52,6 +52,27 @@ def msd_dataset(tmp_path_factory):
 TINY_UNET = {"channels": (4, 8, 16), "strides": (2, 2), "num_res_units": 1}
 
 
+def single_models() -> list[str]:
+    """Every registered model that is one network (ensembles are lists of them)."""
+    import medseg_zoo as mz
+    from medseg_zoo._registry import get_config
+
+    return [n for n in mz.list_models() if not get_config(n).members]
+
+
+def build_tiny(name: str, **changes):
+    """A registered model at its tiny test size: generic architectures with 2 inputs and 3 outputs, pretrained
+    starting points (no task head) with 3 outputs; ``changes`` to its arguments."""
+    import medseg_zoo as mz
+    from medseg_zoo._registry import get_config
+
+    cfg = get_config(name)
+    channels = {} if cfg.contract else {"in_channels": 2, "out_channels": 3}
+    if cfg.headless:
+        channels = {"out_channels": 3}
+    return mz.create_model(name, **{**channels, **cfg.tiny_args, **changes})
+
+
 def tiny_model(seed: int = 0, **changes):
     """unet_brats at a tiny width and roi: the same code paths, seconds per run."""
     import medseg_zoo as mz

@@ -255,7 +255,7 @@ API = [
     ),
     (
         "MONAI UNETR into unetr_brats",
-        (_monai_unetr, lambda path: mz.convert.convert_checkpoint(path, "monai", "unetr_brats", img_size=32)),
+        (_monai_unetr, lambda path: mz.convert_checkpoint(path, "monai", "unetr_brats", img_size=32)),
         ConversionError,
         r"the weights do not fit unetr_brats: .*The checkpoint's hidden size is 768: use unetr or unetr_btcv or",
     ),
@@ -263,7 +263,7 @@ API = [
         "bundle with a reference to nothing",
         (
             lambda w: _bundle(w, {"_target_": "UNet", "out_channels": "@n"}),
-            lambda path: mz.convert.convert_checkpoint(path, "monai-bundle", "unet_brats"),
+            lambda path: mz.convert_checkpoint(path, "monai-bundle", "unet_brats"),
         ),
         ConversionError,
         r"network_def\['out_channels'\] refers to '@n', which the config does not define",
@@ -272,7 +272,7 @@ API = [
         "bundle with an expression",
         (
             lambda w: _bundle(w, {"_target_": "UNet", "channels": "$[16, 32]"}),
-            lambda path: mz.convert.convert_checkpoint(path, "monai-bundle", "unet_brats"),
+            lambda path: mz.convert_checkpoint(path, "monai-bundle", "unet_brats"),
         ),
         ConversionError,
         r"network_def\['channels'\] is '\$\[16, 32\]', a bundle expression or macro; medseg-zoo does not run bundle",

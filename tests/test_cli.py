@@ -20,7 +20,8 @@ def test_list(capsys):
 
 def test_list_pretrained_lists_only_published(capsys):
     assert main(["list", "--pretrained"]) == 0
-    assert "unetr_brats" not in capsys.readouterr().out
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert "unetr_brats" not in names and "swin_unetr_brats21" in names and len(names) >= 16
 
 
 def test_info(capsys):

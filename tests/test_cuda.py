@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-import medseg_zoo as mz
 from medseg_zoo._registry import get_config
 from medseg_zoo.inference import Predictor
-from tests.models.test_models import SPATIAL, build_tiny
+from tests.conftest import build_tiny, single_models
+from tests.models.test_models import SPATIAL
 
 pytestmark = pytest.mark.cuda
 
@@ -57,7 +57,7 @@ def test_labels_on_cuda_equal_the_cpu_wherever_the_volume_is_worked_on(name, agg
     assert gpu.shape == cpu.shape and (gpu == cpu).mean() >= 0.999
 
 
-@pytest.mark.parametrize("name", mz.list_models())
+@pytest.mark.parametrize("name", single_models())
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_mixed_precision_training_step_on_cuda(name, dtype):
     model = build_tiny(name).cuda()

@@ -4,17 +4,15 @@ import pytest
 import torch
 
 import medseg_zoo as mz
-from medseg_zoo._registry import get_config
 from medseg_zoo.hub import CheckpointError
+from tests.conftest import build_tiny, single_models
 
 
 def _tiny(name):
-    cfg = get_config(name)
-    channels = {} if cfg.contract else {"in_channels": 2, "out_channels": 3}
-    return mz.create_model(name, **channels, **cfg.tiny_args).eval()
+    return build_tiny(name).eval()
 
 
-@pytest.mark.parametrize("name", mz.list_models())
+@pytest.mark.parametrize("name", single_models())
 def test_round_trip(name, tmp_path):
     model = _tiny(name)
     folder = mz.save_pretrained(model, tmp_path / name)

@@ -179,7 +179,9 @@ def test_unpublished_weights_name_the_recipe():
 
 def test_list_models_pretrained_lists_only_published():
     assert "segresnet_brats" in mz.list_models(pretrained=True)
-    assert all(get_config(n).has_weights for n in mz.list_models(pretrained=True))
+    published = mz.list_models(pretrained=True)
+    assert all(get_config(n).has_weights or get_config(n).members for n in published)
+    assert len(published) >= 16 and all(get_config(n).license for n in published)
 
 
 def test_spleen_bundle_predicts_on_the_input_grid(hub, tmp_path, monkeypatch):
@@ -266,3 +268,114 @@ def test_research_contributions_unetr_from_a_url(hub, tmp_path):
     new = tuned.state_dict()["patch_embed.proj.weight"]  # (E, 16^3 * 2)
     torch.testing.assert_close(new.view(96, -1, 2), (old / 2)[..., None].expand(-1, -1, 2))
     assert tuned(torch.randn(1, 2, 64, 64, 32)).shape == (1, 3, 64, 64, 32)
+
+
+# --- pretrained starting points: encoder-only sources, licences, ensembles -------------------------------------
+
+
+@pytest.fixture
+def swin_ssl_tiny(hub):
+    """swin_unetr_ssl at a tiny size, its encoder served in the released layout from the fake Hub's /files/."""
+    from monai.networks.nets import SwinUNETR
+
+    from tests.convert.test_pretraining_sources import TINY_SWIN, _perturbed, swin_ssl_file
+
+    source = _perturbed(SwinUNETR(in_channels=1, out_channels=2, **TINY_SWIN))
+    hub.files["model_swinvit.pt"] = _pt(swin_ssl_file(source))
+    cfg = get_config("swin_unetr_ssl")
+    url = dataclasses.replace(cfg.weights[0], url=f"{hub.url}/files/model_swinvit.pt")
+    contract = dataclasses.replace(cfg.contract, roi_size=(64, 64, 64))  # Swin UNETR: 2 voxels at 1/32
+    tiny = cfg.replace(name="swin_unetr_ssl_tiny", weights=(url,), model_args={**cfg.model_args, **TINY_SWIN},
+                       contract=contract)  # fmt: skip
+    register_model(tiny)
+    yield source
+    mz._registry._REGISTRY.pop("swin_unetr_ssl_tiny")
+
+
+def test_an_encoder_only_source_loads_exactly_and_the_rest_starts_fresh(swin_ssl_tiny, tmp_path):
+    model = mz.create_model("swin_unetr_ssl_tiny", pretrained=True, out_channels=["bg", "lesion"], cache_dir=tmp_path)
+    report = model.load_report
+    encoder = [k for k in swin_ssl_tiny.state_dict() if k.startswith("swinViT.") and "relative_position_index" not in k]
+    assert sorted(report.loaded) == sorted(encoder)
+    assert {k.split(".")[0] for k in report.reinitialized} == {"encoder1", "encoder2", "encoder3", "encoder4",
+                                                                "encoder10", "decoder1", "decoder2", "decoder3",
+                                                                "decoder4", "decoder5", "out"}  # fmt: skip
+    for key in encoder:
+        assert torch.equal(model.state_dict()[key], swin_ssl_tiny.state_dict()[key])
+    assert "model_swinvit.pt" in str(report) and "reinitialized" in str(report)
+
+
+def test_an_incomplete_encoder_is_refused_naming_the_keys(hub, swin_ssl_tiny, tmp_path):
+    from tests.convert.test_pretraining_sources import swin_ssl_file
+
+    file = swin_ssl_file(swin_ssl_tiny)
+    del file["state_dict"]["module.layers4.0.blocks.0.mlp.fc2.weight"]
+    hub.files["model_swinvit.pt"] = _pt(file)
+    with pytest.raises(WeightsError, match=r"1 missing \(first: swinViT.layers4.0.blocks.0.mlp.linear2.weight\)"):
+        mz.create_model("swin_unetr_ssl_tiny", pretrained=True, out_channels=2, cache_dir=tmp_path)
+
+
+def test_a_starting_point_needs_the_tasks_outputs():
+    with pytest.raises(mz.InvalidOverrideError, match=r"swin_unetr_ssl's weights are a starting point without a"):
+        mz.create_model("swin_unetr_ssl", pretrained=True)
+
+
+def test_an_ensemble_is_built_by_one_name():
+    from tests.convert.test_pretraining_sources import TINY_SWIN
+
+    with pytest.raises(mz.InvalidOverrideError, match=r"swin_unetr_brats21 is an ensemble of 5 models: create_ense"):
+        mz.create_model("swin_unetr_brats21")
+    members = mz.create_ensemble("swin_unetr_brats21", **TINY_SWIN)
+    assert [m.pretrained_cfg.name for m in members] == [f"swin_unetr_brats21_fold{i}" for i in range(5)]
+    assert "swin_unetr_brats21" in mz.list_models(pretrained=True)
+
+
+def test_a_non_commercial_licence_is_said_on_first_download_and_derivatives_are_not_pushed(hub, tmp_path):
+    tiny = {"blocks_down": (1, 1), "blocks_up": (1,), "init_filters": 8}
+    source = SegResNet(in_channels=1, out_channels=25, **tiny)
+    cfg = get_config("suprem_segresnet")
+    hub.add(
+        "MrGiovanni/SuPreM",
+        {cfg.weights[0].filename: _pt({"net": {f"module.{k}": v for k, v in source.state_dict().items()}})},
+    )
+    register_model(cfg.replace(model_args={**cfg.model_args, **tiny}), overwrite=True)
+    try:
+        with pytest.warns(UserWarning, match=r"licensed CC BY-NC-ND 4.0 .*non-commercial use only"):
+            model = mz.create_model("suprem_segresnet", pretrained=True, out_channels=3, cache_dir=tmp_path)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # once: the second load says nothing
+            mz.create_model("suprem_segresnet", pretrained=True, out_channels=3, cache_dir=tmp_path)
+    finally:
+        register_model(cfg, overwrite=True)
+    folder = mz.save_pretrained(model, tmp_path / "tuned")
+    with pytest.raises(mz.LicenseError, match=r"refusing to push suprem_segresnet .*CC BY-NC-ND 4.0"):
+        mz.push_to_hub(mz.from_pretrained(folder), "me/tuned")
+    assert hub.created == []
+
+
+def test_the_licence_is_listed(capsys):
+    from medseg_zoo.cli import main
+
+    assert main(["list", "suprem_*", "--pretrained"]) == 0
+    out = capsys.readouterr().out
+    assert "licence" in out.splitlines()[0] and out.count("CC BY-NC-ND 4.0") == 3
+
+
+def test_train_from_a_pretrained_encoder_end_to_end(swin_ssl_tiny, tiny_data, tmp_path, monkeypatch, capsys):
+    from medseg_zoo.cli import main
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    run = tmp_path / "run"
+    argv = ["train", "--model", "swin_unetr_ssl_tiny", "--pretrained", "--data", str(tiny_data), "--output", str(run)]
+    assert main([*argv, "--epochs", "2", "--val-every", "1", "--freeze-encoder-epochs", "1", "--no-progress"]) == 0
+    import json
+
+    run_config = json.loads((run / "config.json").read_text())
+    assert (
+        run_config["model"]["pretrained"]
+        and "decoder1.conv_block.conv1.conv.weight" in run_config["model"]["reinitialized"]
+    )
+    tuned = mz.from_pretrained(run / "last")
+    assert tuned.pretrained_cfg.contract.in_channels == ("FLAIR", "T1w", "T1gd", "T2w")  # the data's channels

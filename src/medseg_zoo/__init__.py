@@ -11,12 +11,14 @@ Trainer(create_model("unet_brats"), "Task01_BrainTumour", TrainConfig(output="ru
 from medseg_zoo import models  # noqa: F401  (registers the zoo's configurations)
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._download import WeightsError
-from medseg_zoo._factory import create_model
+from medseg_zoo._factory import create_ensemble, create_model
 from medseg_zoo._registry import list_models, model_info, register_model
+from medseg_zoo.checkpoints import convert_checkpoint
 from medseg_zoo.errors import (
     DeviceError,
     InvalidArgumentError,
     InvalidOverrideError,
+    LicenseError,
     MedsegZooError,
     OutputError,
     PretrainedUnavailableError,
@@ -36,6 +38,7 @@ __all__ = [
     "InputError",
     "InvalidArgumentError",
     "InvalidOverrideError",
+    "LicenseError",
     "MedsegZooError",
     "ModelConfig",
     "OutputError",
@@ -49,6 +52,8 @@ __all__ = [
     "WeightSource",
     "WeightsError",
     "__version__",
+    "convert_checkpoint",
+    "create_ensemble",
     "create_model",
     "from_pretrained",
     "list_models",

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["NORMALIZATIONS", "ModelConfig", "TaskContract", "WeightSource", "channel_order", "config_of", "is_generic"]
 
 Activation = Literal["sigmoid", "softmax"]
+AxisOrder = Literal["xyz", "zyx"]
 NORMALIZATIONS = (
     "zscore_nonzero_channelwise",
     "zscore_channelwise",
@@ -100,6 +101,10 @@ class TaskContract:
         label_scheme: The label scheme (data set edition) the outputs map to: a built-in name, a
             `LabelScheme` (a data set's own, e.g. from its dataset.json), or
             ``None`` (outputs are class indices or bare regions).
+        axis_order: The order in which the network reads the spatial axes of the (reoriented) volume: ``"xyz"``
+            as the voxel axes are stored (NIfTI's i, j, k: MONAI's convention), or ``"zyx"`` reversed (the arrays
+            of SimpleITK, which nnU-Net and nnssl train on). Preprocessing puts every volume in this order and
+            predictions are mapped back, so weights trained either way see data as they were trained on.
 
     Raises:
         ValueError: When a field is malformed or the fields contradict each other (a sigmoid contract needs a
@@ -115,6 +120,7 @@ class TaskContract:
     orientation: str | None = "RAS"
     normalization: str = "zscore_nonzero_channelwise"
     label_scheme: str | LabelScheme | None = None
+    axis_order: AxisOrder = "xyz"
 
     def __post_init__(self) -> None:
         # Normalised to tuples of plain numbers, so contracts read from JSON or built from numpy values compare
@@ -141,6 +147,8 @@ class TaskContract:
                 f"orientation must be three axis codes such as 'RAS' or 'LPS', or None; got {self.orientation!r}"
             )
         _check_normalization(self.normalization)
+        if self.axis_order not in ("xyz", "zyx"):
+            raise ValueError(f"axis_order must be 'xyz' or 'zyx', got {self.axis_order!r}")
         if self.label_scheme is not None:
             self._check_scheme()
 
@@ -172,7 +180,7 @@ class TaskContract:
         return get_scheme(self.label_scheme) if self.label_scheme is not None else None
 
 
-WeightFormat = Literal["safetensors", "monai-bundle", "self-attention-cv", "monai"]
+WeightFormat = Literal["safetensors", "monai-bundle", "self-attention-cv", "monai", "swin-ssl", "suprem", "nnssl"]
 
 
 @dataclass(frozen=True)
@@ -193,6 +201,10 @@ class WeightSource:
         notes: Where the source and its contract come from.
         url: A file hosted outside the Hub (GitHub releases, NVIDIA's downloads): fetched once into the zoo's
             cache with the same hash checks.
+        member: For a zip archive, the name (or the last part of the path) of the checkpoint inside it.
+        covers: Prefixes of the model's parameters the file fills (a pretrained encoder: ``("swinViT.",)``);
+            empty when it fills the whole model. The rest keeps its fresh initialisation, and every parameter
+            under these prefixes must come from the file.
     """
 
     repo_id: str
@@ -204,6 +216,8 @@ class WeightSource:
     recipe: str = ""
     notes: str = ""
     url: str | None = None
+    member: str | None = None
+    covers: tuple[str, ...] = ()
 
     @property
     def published(self) -> bool:
@@ -239,6 +253,11 @@ class ModelConfig:
         encoder: Prefixes of the encoder's parameters (held by ``freeze_encoder_epochs`` when fine-tuning).
         encoder_blocks: Regular expression whose first group numbers the encoder's blocks in its parameter
             names, in depth order (for layer-wise learning-rate decay).
+        headless: The published weights are a starting point without a task head (a self-supervised encoder, a
+            pretrained backbone): ``create_model`` needs the task's ``out_channels``.
+        members: For an ensemble: the registered configurations whose predictions are averaged
+            (`medseg_zoo.create_ensemble`); empty for a single model.
+        recipe: The training recipe of the weights' publisher for fine-tuning (`medseg_zoo.training.recipe`).
     """
 
     name: str
@@ -257,6 +276,9 @@ class ModelConfig:
     head: tuple[str, ...] = ()
     encoder: tuple[str, ...] = ()
     encoder_blocks: str | None = None
+    headless: bool = False
+    members: tuple[str, ...] = ()
+    recipe: str | None = None
 
     @property
     def architecture(self) -> str:

@@ -31,7 +31,7 @@ from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import WeightSource
 from medseg_zoo.errors import MedsegZooError
 
-__all__ = ["WeightsError", "cache_root", "evict", "fetch", "reachable", "record_hash"]
+__all__ = ["WeightsError", "cache_root", "evict", "fetch", "reachable", "record_hash", "recorded_hash"]
 
 PROBE_SECONDS = 3.0  # a host that does not answer a TCP connection within this is taken as unreachable
 _probed: dict[tuple[str, int], str | None] = {}
@@ -62,6 +62,11 @@ def _digest(path: Path, algorithm: str) -> str:
 def _records(root: Path) -> dict[str, str]:
     path = root / "hashes.json"
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def recorded_hash(source: WeightSource, cache_dir: str | os.PathLike | None = None) -> str | None:
+    """The sha256 recorded at a source's first verified download, or ``None`` before it."""
+    return _records(cache_root(cache_dir)).get(source.location)
 
 
 def record_hash(source: WeightSource, sha256: str, cache_dir: str | os.PathLike | None = None) -> None:

@@ -15,7 +15,7 @@ from medseg_zoo._contract import Activation, ModelConfig, TaskContract
 from medseg_zoo._registry import get_config, list_models
 from medseg_zoo.errors import InvalidArgumentError, InvalidOverrideError, PretrainedUnavailableError
 
-__all__ = ["count_parameters", "create_model"]
+__all__ = ["count_parameters", "create_ensemble", "create_model"]
 
 if TYPE_CHECKING:
     from medseg_zoo.transforms.labels import LabelScheme
@@ -85,9 +85,19 @@ def create_model(
         WeightsError: The weights cannot be fetched, fail their hash check, or do not fit.
     """
     cfg = get_config(name)
+    if cfg.members:
+        raise InvalidOverrideError(
+            f"{name} is an ensemble of {len(cfg.members)} models: create_ensemble({name!r}, pretrained=...) builds "
+            f"them all (predict averages them), create_model({cfg.members[0]!r}) one"
+        )
     _check_overrides(cfg, overrides)
     if pretrained and not cfg.has_weights:
         raise PretrainedUnavailableError(_unavailable_message(cfg))
+    if cfg.headless and out_channels is None and label_scheme in (_UNSET, None):
+        raise InvalidOverrideError(
+            f"{name}'s weights are a starting point without a task head: give your task's out_channels (a count or "
+            f"names, or a label_scheme), e.g. create_model({name!r}, pretrained=True, out_channels=2)"
+        )
     roi_name = "roi_size"
     if cfg.roi_arg is not None and cfg.roi_arg in overrides:
         if roi_size is not None:
@@ -110,11 +120,30 @@ def create_model(
     return model
 
 
+def create_ensemble(name: str, pretrained: bool = False, **options: Any) -> list[nn.Module]:
+    """The models of a registered ensemble (e.g. the five folds of ``swin_unetr_brats21``); `medseg_zoo.predict`
+    and `medseg_zoo.Predictor` average their probabilities when given the list.
+
+    Args:
+        name: An ensemble's registry name, or any model name (a list of one).
+        pretrained: Load each member's published weights.
+        **options: Passed to `create_model` for every member.
+    """
+    cfg = get_config(name)
+    return [create_model(member, pretrained, **options) for member in (cfg.members or (name,))]
+
+
 def count_parameters(name: str) -> int:
-    """Parameters of a registered configuration at full size, counted without allocating its weights."""
+    """Parameters of a registered configuration at full size, counted without allocating its weights (an
+    ensemble: one member's)."""
     import torch
 
-    channels = {} if get_config(name).contract else {"in_channels": 1, "out_channels": 2}
+    cfg = get_config(name)
+    if cfg.members:
+        return count_parameters(cfg.members[0])
+    channels = {} if cfg.contract else {"in_channels": 1, "out_channels": 2}
+    if cfg.headless:
+        channels = {"out_channels": len(cfg.contract.out_channels)}
     try:
         with torch.device("meta"):
             model = create_model(name, **channels)
@@ -252,6 +281,6 @@ def _unavailable_message(cfg: ModelConfig) -> str:
         )
     recipes = "; ".join(f"{w.repo_id}: {w.recipe}" for w in cfg.weights)
     return (
-        f"the weights of {cfg.name} are not published yet ({recipes}). Use pretrained=False to train it, "
-        f"or a model with weights: {', '.join(list_models(pretrained=True)) or 'none yet'}"
+        f"the weights of {cfg.name} are not published yet ({recipes}). Train it without pretrained weights, "
+        f"or use a model with weights: {', '.join(list_models(pretrained=True)) or 'none yet'}"
     )

@@ -3,9 +3,12 @@ load strictly, and report what was adapted."""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import pickle
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +20,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medseg_zoo._atomic import atomic_write
-from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource, channel_order
-from medseg_zoo._download import WeightsError, cache_root, evict, fetch, record_hash
+from medseg_zoo._contract import ModelConfig, TaskContract, channel_order
+from medseg_zoo._download import WeightsError, cache_root, evict, fetch, record_hash, recorded_hash
+from medseg_zoo.convert import ConversionError, convert_state_dict
+from medseg_zoo.convert._common import is_computed
 
-__all__ = ["LoadReport", "fill_computed", "is_computed", "load_pretrained", "read_checkpoint"]
+__all__ = ["LoadReport", "fill_computed", "load_pretrained", "load_state", "read_checkpoint"]
 
 logger = logging.getLogger("medseg_zoo")
 
@@ -31,29 +36,58 @@ class LoadReport:
 
     Attributes:
         source: Where they came from.
+        loaded: Parameters and buffers taken from the file as they are.
         adapted: Stem parameters adapted to another number of input channels.
         reordered: Stem parameters whose input channels were permuted to the requested order.
-        reinitialized: Head parameters left at their fresh initialisation (other outputs).
+        reinitialized: Parameters left at their fresh initialisation: a head for other outputs, and everything
+            the file does not cover (the decoder of an encoder-only source).
         interpolated: Position embeddings resized to another roi.
+        dropped: Keys of the file outside what the source covers (a pretraining decoder): not loaded.
     """
 
     source: str
+    loaded: list[str] = field(default_factory=list)
     adapted: list[str] = field(default_factory=list)
     reordered: list[str] = field(default_factory=list)
     reinitialized: list[str] = field(default_factory=list)
     interpolated: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        parts = [f"loaded {self.source}"]
-        for name in ("adapted", "reordered", "reinitialized", "interpolated"):
+        parts = [f"loaded {self.source}: {len(self.loaded)} tensors as they are"]
+        for name in ("adapted", "reordered", "interpolated"):
             keys = getattr(self, name)
             if keys:
                 parts.append(f"{name}: {', '.join(keys)}")
+        if self.reinitialized:
+            shown = ", ".join(self.reinitialized[:6]) + (" ..." if len(self.reinitialized) > 6 else "")
+            parts.append(f"reinitialized ({len(self.reinitialized)}): {shown}")
+        if self.dropped:
+            parts.append(f"dropped from the file ({len(self.dropped)}): {', '.join(self.dropped[:4])}")
         return "; ".join(parts)
 
 
-def read_checkpoint(path: Path, fmt: str) -> dict[str, torch.Tensor]:
-    """A state dict from a safetensors file, or from a pickle opened with ``torch.load(weights_only=True)``.
+_WRAPPERS = ("state_dict", "model", "network", "net", "network_weights")  # training checkpoints nest the weights
+
+
+def _open_member(path: Path, member: str) -> io.BytesIO:
+    """The bytes of the checkpoint ``member`` (a name or the end of a path) of the zip archive ``path``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n == member or n.endswith("/" + member)]
+            if len(names) != 1:
+                raise WeightsError(
+                    f"{path}: expected one {member!r} in the archive, found {len(names)} "
+                    f"(members: {', '.join(archive.namelist()[:8])})"
+                )
+            return io.BytesIO(archive.read(names[0]))
+    except zipfile.BadZipFile as exc:
+        raise WeightsError(f"{path}: not a readable zip archive ({exc})") from None
+
+
+def read_checkpoint(path: Path, fmt: str, member: str | None = None) -> dict[str, torch.Tensor]:
+    """A state dict from a safetensors file, or from a pickle opened with ``torch.load(weights_only=True)``
+    (inside a zip archive when ``member`` names it).
 
     Raises:
         WeightsError: Unreadable file, or a pickle that needs more than tensors (it is never executed).
@@ -63,49 +97,31 @@ def read_checkpoint(path: Path, fmt: str) -> dict[str, torch.Tensor]:
             return load_file(path)
         except (SafetensorError, OSError) as exc:
             raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
+    where = f"{path}" + (f" ({member})" if member else "")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(_open_member(path, member) if member else path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise WeightsError(
-            f"{path}: the pickle needs objects beyond tensors and plain containers; refusing to unpickle it "
+            f"{where}: the pickle needs objects beyond tensors and plain containers; refusing to unpickle it "
             f"(torch.load weights_only=True said: {str(exc).splitlines()[0]})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from None
-    for wrapper in ("state_dict", "model", "network"):  # training checkpoints nest the weights
+        if isinstance(exc, WeightsError):
+            raise
+        raise WeightsError(f"{where}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from None
+    for wrapper in _WRAPPERS:
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
+        raise WeightsError(f"{where}: expected a state dict of tensors, got {type(obj).__name__}")
     return obj
-
-
-COMPUTED_BUFFERS = ("relative_position_index",)  # buffers networks compute themselves: rebuilt, never stored
-
-
-def is_computed(key: str) -> bool:
-    """Whether a state-dict key is a buffer the network rebuilds itself (Swin's relative_position_index)."""
-    return key.endswith(COMPUTED_BUFFERS)
 
 
 def fill_computed(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """``state`` with the model's own values for its computed buffers."""
     own = {k: v for k, v in model.state_dict().items() if is_computed(k)}
     return {**{k: v for k, v in state.items() if not is_computed(k)}, **own}
-
-
-def _convert(state: dict[str, torch.Tensor], source: WeightSource, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    if source.format == "self-attention-cv":
-        from medseg_zoo.convert.self_attention_cv import convert_unetr
-
-        return convert_unetr(state, num_heads=cfg.model_args["num_heads"])
-    if source.format == "monai":
-        from medseg_zoo.convert.monai import convert_unetr
-
-        return convert_unetr(state)
-    # safetensors in the zoo's layout, and MONAI bundles of classes the zoo registers, as they are
-    return {k: v for k, v in state.items() if not is_computed(k)}
 
 
 def _adapt_stem(weight: torch.Tensor, old: int, new: int) -> torch.Tensor:
@@ -142,11 +158,17 @@ def load_pretrained(
     token: str | bool | None = None,
     local_files_only: bool = False,
 ) -> LoadReport:
-    """Load the first published weights of ``cfg`` into ``model`` (built for ``contract``), strictly.
+    """Load the first published weights of ``cfg`` into ``model`` (built for ``contract``), exactly.
 
-    Adaptation (reported): stem weights when the input channel count differs from the weights', head weights
-    re-initialised when the outputs differ, position embeddings interpolated when the roi differs. Any other
-    missing, unexpected or mis-shaped key is an error.
+    Every parameter the source covers (`WeightSource.covers`; all of them by default) must come from the file
+    with its shape; anything else the file holds is an error unless its converter drops it by name. Adaptation
+    (reported): stem weights when the input channel count differs from the weights', head weights re-initialised
+    when the outputs differ, position embeddings interpolated when the roi differs; what the source does not cover
+    (the decoder of a pretrained encoder) keeps its fresh initialisation.
+
+    Raises:
+        WeightsError: The weights cannot be fetched or read, or do not fit (the first missing, unexpected and
+            mis-shaped keys are named).
     """
     failures = []
     for source in (w for w in cfg.weights if w.published):  # mirrors in order; the first that verifies wins
@@ -157,22 +179,51 @@ def load_pretrained(
             failures.append(str(exc))
     else:
         raise WeightsError(f"{cfg.name}: no weight source could be used:\n  " + "\n  ".join(failures))
+    first_use = recorded_hash(source, cache_dir) is None
     converted = cache_root(cache_dir) / "converted" / f"{cfg.name}-{sha256[:16]}.safetensors"
     if converted.exists():
         state = load_file(converted)
     else:
         try:
-            state = _convert(read_checkpoint(path, source.format), source, cfg)
+            state = convert_state_dict(read_checkpoint(path, source.format, source.member), source.format, cfg)
         except WeightsError:
             evict(path)  # a file that cannot be read must not stay cached
             raise
+        except ConversionError as exc:
+            raise WeightsError(f"{path}: {exc}") from None
         if source.format != "safetensors":  # later loads never unpickle
             atomic_write(converted, lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, tmp))
     record_hash(source, sha256, cache_dir)
+    if first_use and "NC" in cfg.license.upper().replace("-", " ").split():
+        warnings.warn(
+            f"{cfg.name}: these weights are licensed {cfg.license}: non-commercial use only. {cfg.notes}",
+            UserWarning,
+            stacklevel=3,
+        )
 
-    base = cfg.contract
-    report = LoadReport(f"{source.location} (sha256 {sha256[:12]})")
+    return load_state(model, cfg, contract, state, f"{source.location} (sha256 {sha256[:12]})", source.covers)
+
+
+def load_state(
+    model: nn.Module,
+    cfg: ModelConfig,
+    contract: TaskContract,
+    state: dict[str, torch.Tensor],
+    source: str,
+    covers: tuple[str, ...] = (),
+) -> LoadReport:
+    """Load a converted state dict of ``cfg``'s weights into ``model`` (built for ``contract``): adapt the stem,
+    head and position embedding, check that every covered key fits, keep the rest fresh; see `load_pretrained`.
+
+    Raises:
+        WeightsError: If the weights do not fit.
+    """
+    base = cfg.contract or contract  # a generic architecture's weights are for the model as built
+    report = LoadReport(source)
     target = model.state_dict()
+    if covers:  # the file's other parts (a pretraining decoder) are not part of the starting point
+        report.dropped = sorted(k for k in state if not k.startswith(covers))
+        state = {k: v for k, v in state.items() if k.startswith(covers)}
     order = channel_order(base.in_channels, contract.in_channels)
     if len(contract.in_channels) != len(base.in_channels):
         for key in cfg.stem:
@@ -189,14 +240,36 @@ def load_pretrained(
             state[key] = target[key]
             report.reinitialized.append(key)
     for key in [k for k in state if k.endswith("pos_embed")]:
-        if key in target and state[key].shape != target[key].shape:
-            embed = model.get_submodule(key.rpartition(".")[0])  # a PatchEmbed3d
-            old_grid = tuple(s // embed.patch_size for s in base.roi_size)
-            state[key] = _interpolate_pos(state[key], old_grid, embed.grid_size)
+        if key in target and state[key].shape != target[key].shape and state[key].shape[-1] == target[key].shape[-1]:
+            owner = model.get_submodule(key.rpartition(".")[0])  # a module with patch_size and grid_size
+            old_grid = tuple(s // owner.patch_size for s in base.roi_size)
+            state[key] = _interpolate_pos(state[key], old_grid, owner.grid_size)
             report.interpolated.append(key)
-    try:
-        model.load_state_dict(fill_computed(state, model), strict=True)
-    except RuntimeError as exc:
-        raise WeightsError(f"{path}: the weights do not fit {cfg.name} ({exc})") from None
+    _check_fit(state, target, covers, f"{source}: the weights do not fit {cfg.name}")
+    fresh = [k for k in target if k not in state and not is_computed(k)]
+    report.reinitialized += fresh
+    changed = {*report.adapted, *report.reordered, *report.reinitialized, *report.interpolated}
+    report.loaded = [k for k in state if k not in changed]
+    model.load_state_dict(fill_computed({**state, **{k: target[k] for k in fresh}}, model), strict=True)
     logger.info("%s: %s", cfg.name, report)
     return report
+
+
+def _check_fit(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], covers: tuple[str, ...], what: str):
+    """Every covered key present with its shape, nothing unknown; else the first of each kind is named."""
+    missing = [k for k in target if k not in state and not is_computed(k) and (not covers or k.startswith(covers))]
+    unexpected = [k for k in state if k not in target]
+    shapes = [k for k in state if k in target and state[k].shape != target[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (first: {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (first: {unexpected[0]})")
+    if shapes:
+        k = shapes[0]
+        problems.append(
+            f"{len(shapes)} of another shape (first: {k}, {tuple(state[k].shape)} in the file, "
+            f"{tuple(target[k].shape)} in the model)"
+        )
+    if problems:
+        raise WeightsError(f"{what}: {'; '.join(problems)}")

@@ -8,7 +8,7 @@ import fnmatch
 from medseg_zoo._contract import ModelConfig
 from medseg_zoo.errors import UnknownModelError
 
-__all__ = ["get_config", "list_models", "model_info", "register_model"]
+__all__ = ["get_config", "has_published_weights", "list_models", "model_info", "register_model"]
 
 _REGISTRY: dict[str, ModelConfig] = {}
 
@@ -28,6 +28,9 @@ def register_model(config: ModelConfig, *, overwrite: bool = False) -> ModelConf
     """
     if config.name in _REGISTRY and not overwrite:
         raise ValueError(f"model name {config.name!r} is already registered; pass overwrite=True to replace it")
+    unknown = [m for m in config.members if m not in _REGISTRY]
+    if unknown:
+        raise ValueError(f"ensemble {config.name!r}: members {unknown} are not registered (register them first)")
     _REGISTRY[config.name] = config
     return config
 
@@ -42,8 +45,15 @@ def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
     return sorted(
         name
         for name, cfg in _REGISTRY.items()
-        if fnmatch.fnmatchcase(name, pattern) and (cfg.has_weights or not pretrained)
+        if fnmatch.fnmatchcase(name, pattern) and (not pretrained or has_published_weights(cfg))
     )
+
+
+def has_published_weights(cfg: ModelConfig) -> bool:
+    """Whether a configuration's weights can be downloaded (an ensemble's: every member's)."""
+    if cfg.members:
+        return all(_REGISTRY[m].has_weights for m in cfg.members if m in _REGISTRY)
+    return cfg.has_weights
 
 
 def get_config(name: str) -> ModelConfig:

@@ -6,6 +6,7 @@ __all__ = [
     "DeviceError",
     "InvalidArgumentError",
     "InvalidOverrideError",
+    "LicenseError",
     "MedsegZooError",
     "OutputError",
     "PretrainedUnavailableError",
@@ -48,3 +49,13 @@ class DeviceError(MedsegZooError, ValueError):
 
 class TrainingError(MedsegZooError, RuntimeError):
     """Training cannot start or go on: bad data or settings, a run folder in the way, a NaN loss."""
+
+
+class LicenseError(MedsegZooError, PermissionError):
+    """An action the weights' licence does not allow (sharing a model derived from no-derivatives weights)."""
+
+
+def forbids_derivatives(license: str) -> bool:
+    """Whether a licence text names a no-derivatives licence (CC BY-ND, CC BY-NC-ND)."""
+    words = license.upper().replace("-", " ").replace("_", " ").split()
+    return "ND" in words

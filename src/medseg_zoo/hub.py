@@ -21,7 +21,7 @@ from torch import nn
 from medseg_zoo._atomic import atomic_folder, atomic_write
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource, config_of
 from medseg_zoo._registry import get_config
-from medseg_zoo.errors import InvalidOverrideError, MedsegZooError
+from medseg_zoo.errors import InvalidOverrideError, LicenseError, MedsegZooError, forbids_derivatives
 from medseg_zoo.transforms.labels import LabelScheme
 
 __all__ = ["CheckpointError", "HubError", "from_pretrained", "model_card", "push_to_hub", "save_pretrained"]
@@ -108,7 +108,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
     out = Path(directory)
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"{out} is a file; save_pretrained writes a folder (config.json, model.safetensors)")
-    from medseg_zoo._pretrained import is_computed
+    from medseg_zoo.convert._common import is_computed
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not is_computed(k)}
     info = {
@@ -221,6 +221,8 @@ def from_pretrained(
         try:
             with torch.device("meta"):  # no throw-away random initialisation; the weights replace everything
                 model = create_model(name, **build)
+            if any(n not in model.state_dict() for n, _ in model.named_buffers()):
+                raise RuntimeError("buffers computed when built (Primus's rotary embedding) need real values")
         except RuntimeError:  # networks that compute values while built (SwinUNETR) cannot be built on meta
             model = create_model(name, **build)
     except InvalidOverrideError as exc:
@@ -255,14 +257,24 @@ def push_to_hub(
     commit_message: str | None = None,
 ) -> str:
     """Publish a model as ``config.json`` + ``model.safetensors`` + ``README.md`` to a Hub repository (created if
-    needed). Returns the commit URL; load it back with ``from_pretrained("hf-hub:" + repo_id)``."""
+    needed). Returns the commit URL; load it back with ``from_pretrained("hf-hub:" + repo_id)``.
+
+    Raises:
+        LicenseError: The model derives from weights whose licence forbids sharing adaptations (no-derivatives).
+        HubError: The Hub cannot be reached or refuses the upload.
+    """
     import huggingface_hub
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
     from medseg_zoo._download import reachable
 
-    config_of(model)
+    cfg = config_of(model)
+    if forbids_derivatives(cfg.license):
+        raise LicenseError(
+            f"refusing to push {cfg.name} to {repo_id}: its weights derive from weights licensed {cfg.license}, "
+            "which forbids sharing adapted material"
+        )
     endpoint = huggingface_hub.constants.ENDPOINT
     problem = "offline mode is on (HF_HUB_OFFLINE)" if huggingface_hub.constants.HF_HUB_OFFLINE else reachable(endpoint)
     if problem:

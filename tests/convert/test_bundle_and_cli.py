@@ -11,8 +11,9 @@ from self_attention_cv import UNETR as SacvUNETR
 from tests.numerics import assert_same_function
 
 import medseg_zoo as mz
+from medseg_zoo.checkpoints import convert_checkpoint
 from medseg_zoo.cli import main
-from medseg_zoo.convert import ConversionError, convert_checkpoint
+from medseg_zoo.convert import ConversionError
 
 
 def _bundle(folder, network_def, state):

@@ -18,7 +18,9 @@ def test_norms_normalise(name):
 
 
 def test_unknown_norm():
-    with pytest.raises(ValueError, match="unknown norm 'instnce'; expected one of instance, batch, group, layer"):
+    with pytest.raises(
+        ValueError, match="unknown norm 'instnce'; expected one of instance, batch, batch_stats, group, layer"
+    ):
         get_norm("instnce", 8)
 
 

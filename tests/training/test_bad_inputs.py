@@ -132,8 +132,8 @@ def test_resume_refuses_a_damaged_state(tiny_data, tmp_path):
     state = run / "trainer_state.pt"
     state.write_bytes(state.read_bytes()[:1000])
     before = snapshot(run)
-    message = r"resume: cannot read .*trainer_state.pt .*damaged or from another run. .*last holds the weights of the last"
-    with pytest.raises(TrainingError, match=message + r" completed epoch: start a new run from them with medseg-zoo"):
+    message = r"resume: cannot read .*trainer_state.pt .*damaged or from another run. .*last holds the weights of"
+    with pytest.raises(TrainingError, match=message + r" the last completed epoch: start a new run from them with"):
         Trainer(tiny_model(), tiny_data, tiny_config(run, epochs=2), resume=True).fit()
     assert snapshot(run) == before
     state.unlink()

@@ -6,15 +6,23 @@ import argparse
 import json
 from pathlib import Path
 
-from medseg_zoo._factory import count_parameters, create_model
-from medseg_zoo._registry import get_config, list_models, model_info
+from medseg_zoo._factory import count_parameters, create_ensemble
+from medseg_zoo._registry import get_config, has_published_weights, list_models, model_info
+from medseg_zoo.convert import FORMATS
 
-__all__ = ["add_commands", "model_table"]
+__all__ = ["add_commands", "channel_list", "model_table"]
+
+
+def channel_list(text: str) -> int | list[str]:
+    """A channel count, or comma-separated names."""
+    if text.isdigit():
+        return int(text)
+    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def model_table(pattern: str = "*", pretrained: bool = False) -> str:
-    """The registered models as a text table: name, channels, roi, parameters, weights."""
-    rows = [("name", "inputs -> outputs", "roi", "params", "weights")]
+    """The registered models as a text table: name, channels, roi, parameters, weights, licence."""
+    rows = [("name", "inputs -> outputs", "roi", "params", "weights", "licence")]
     for name in list_models(pattern, pretrained=pretrained):
         cfg = get_config(name)
         c = cfg.contract
@@ -22,9 +30,15 @@ def model_table(pattern: str = "*", pretrained: bool = False) -> str:
             ",".join(c.out_channels) if c and len(c.out_channels) <= 4 else f"{len(c.out_channels) if c else 0} classes"
         )
         io = f"{','.join(c.in_channels)} -> {outs} ({c.activation})" if c else "given by caller"
+        if cfg.headless:
+            io = f"{','.join(c.in_channels)} -> your task's outputs (a pretrained starting point)"
         roi = "x".join(map(str, c.roi_size if c else cfg.default_roi))
-        weights = "published" if cfg.has_weights else ("planned" if cfg.weights else "-")
-        rows.append((name, io, roi, f"{count_parameters(name) / 1e6:.1f}M", weights))
+        if cfg.members:
+            weights = f"ensemble of {len(cfg.members)}"
+        else:
+            weights = "published" if has_published_weights(cfg) else ("planned" if cfg.weights else "-")
+        licence = cfg.license.split(" (")[0] if cfg.license else "-"
+        rows.append((name, io, roi, f"{count_parameters(name) / 1e6:.1f}M", weights, licence))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
@@ -40,12 +54,15 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _download(args: argparse.Namespace) -> None:
-    model = create_model(args.name, pretrained=True, cache_dir=args.cache_dir)
-    print(model.load_report)
+    cfg = get_config(args.name)
+    outputs = {"out_channels": len(cfg.contract.out_channels)} if cfg.headless else {}
+    for model in create_ensemble(args.name, pretrained=True, cache_dir=args.cache_dir, **outputs):
+        print(model.load_report)
 
 
 def _convert(args: argparse.Namespace) -> None:
-    from medseg_zoo.convert import ConversionError, convert_checkpoint
+    from medseg_zoo.checkpoints import convert_checkpoint
+    from medseg_zoo.convert import ConversionError
     from medseg_zoo.hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, save_pretrained
 
     to = Path(args.to)
@@ -58,7 +75,9 @@ def _convert(args: argparse.Namespace) -> None:
     )
     if foreign:
         raise ConversionError(f"--to {to} holds other files ({', '.join(foreign[:5])}); choose an empty or new folder")
-    model = convert_checkpoint(args.source, args.source_format, args.model)
+    channels = {k: v for k, v in (("in_channels", args.in_channels), ("out_channels", args.out_channels)) if v}
+    model = convert_checkpoint(args.source, args.source_format, args.model, **channels)
+    print(model.load_report)
     print(save_pretrained(model, args.to))
 
 
@@ -97,11 +116,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--to converted/segresnet_brats",
     )
     p.add_argument(
-        "--from", dest="source_format", required=True, choices=["monai-bundle", "monai", "self-attention-cv"]
+        "--from",
+        dest="source_format",
+        required=True,
+        choices=[f for f in FORMATS if f != "safetensors"],
+        help="; ".join(f"{name}: {text}" for name, (_, text) in FORMATS.items() if name != "safetensors"),
     )
-    p.add_argument("source", help="bundle folder, or .pt/.pth state dict")
+    p.add_argument("source", help="bundle folder, or .pt/.pth state dict (a .zip holding one for BraTS 2021 folds)")
     p.add_argument("--model", required=True, help="registered configuration receiving the weights")
     p.add_argument("--to", required=True, help="output folder")
+    p.add_argument("--in-channels", type=channel_list, help="input channels (a count or comma-separated names)")
+    p.add_argument("--out-channels", type=channel_list, help="outputs (needed where the weights carry no task head)")
     p.set_defaults(func=_convert)
     p = sub.add_parser(
         "push",

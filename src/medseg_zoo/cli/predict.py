@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-from medseg_zoo._factory import create_model
+from medseg_zoo._factory import create_ensemble
 
 __all__ = ["add_commands"]
 
@@ -124,7 +124,7 @@ def _predict(args: argparse.Namespace) -> int:
     # Under torchrun each process takes every world-th case: each case is written by exactly one process.
     mine = list(zip(cases, outputs, strict=True))[me.rank :: me.world]
     amp = {"auto": None, "on": True, "off": False}[args.amp]
-    model = from_pretrained(args.checkpoint) if args.checkpoint else create_model(args.model, pretrained=True)
+    model = from_pretrained(args.checkpoint) if args.checkpoint else create_ensemble(args.model, pretrained=True)
     predictor = Predictor(model, device=device, overlap=args.overlap, tta=args.tta, amp=amp, progress=len(cases) == 1)
     todo = []
     for case, out in mine:
@@ -169,7 +169,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("-m", "--model", help="registered model with published weights")
+    source.add_argument(
+        "-m", "--model", help="registered model with published weights (an ensemble's members are averaged)"
+    )
     source.add_argument("--checkpoint", help="folder written by save_pretrained or medseg-zoo train (RUN/best)")
     p.add_argument(
         "-i",

@@ -64,14 +64,16 @@ def _channels(text: str) -> int | list[str] | str:
 
 def _model(args: argparse.Namespace, dataset: Any) -> Any:
     """The model to train: a checkpoint folder, or a registry name with channels and outputs fitted to the data
-    where asked (``data``) or where the architecture is generic."""
+    where asked (``data``), where the architecture is generic, or where the weights are a starting point without
+    a task head."""
     from medseg_zoo.hub import from_pretrained
 
     if args.checkpoint:
         if args.in_channels or args.out_channels or args.pretrained:
             raise TrainingError("--checkpoint gives the model whole: drop --pretrained, --in-channels, --out-channels")
         return from_pretrained(args.checkpoint)
-    generic = get_config(args.model).contract is None
+    cfg = get_config(args.model)
+    generic = cfg.contract is None or cfg.headless  # no task yet: the data's channels and labels make it
     ins = args.in_channels or ("data" if generic else None)
     outs = args.out_channels or ("data" if generic else None)
     kwargs: dict[str, Any] = {}

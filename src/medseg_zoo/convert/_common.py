@@ -7,13 +7,28 @@ from collections.abc import Callable, Iterable, Mapping
 
 import torch
 
-__all__ = ["ConversionError", "map_keys"]
+__all__ = ["COMPUTED_BUFFERS", "ConversionError", "is_computed", "map_keys", "strip_prefix"]
 
 Rule = tuple[str, str | Callable[[re.Match], str | None]]
 
 
+COMPUTED_BUFFERS = ("relative_position_index",)  # buffers networks compute themselves: rebuilt, never stored
+
+
 class ConversionError(ValueError):
     """A checkpoint that does not have the layout the converter expects."""
+
+
+def is_computed(key: str) -> bool:
+    """Whether a state-dict key is a buffer the network rebuilds itself (Swin's relative_position_index)."""
+    return key.endswith(COMPUTED_BUFFERS)
+
+
+def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefixes: Iterable[str]) -> dict[str, torch.Tensor]:
+    """The keys without the first of ``prefixes`` each starts with (DataParallel's ``module.``, a wrapper's
+    ``backbone.``); keys with none of them keep their name."""
+    prefixes = tuple(prefixes)
+    return {next((k[len(p) :] for p in prefixes if k.startswith(p)), k): v for k, v in state_dict.items()}
 
 
 def map_keys(state_dict: Mapping[str, torch.Tensor], rules: Iterable[Rule], *, source: str) -> dict[str, torch.Tensor]:

@@ -7,9 +7,10 @@ from collections.abc import Mapping
 import torch
 from einops import rearrange
 
+from medseg_zoo._contract import ModelConfig
 from medseg_zoo.convert._common import map_keys
 
-__all__ = ["convert_unetr"]
+__all__ = ["convert", "convert_unetr"]
 
 # self-attention-cv's Conv3DBlock: conv_block = (conv, norm, act, conv, norm), conv_down = (conv1x1, norm).
 _CONV3D_BLOCK = [
@@ -65,3 +66,8 @@ def convert_unetr(state_dict: Mapping[str, torch.Tensor], num_heads: int) -> dic
         if key.endswith("attn.qkv.weight"):
             out[key] = rearrange(value, "(d k h) c -> (k h d) c", k=3, h=num_heads).contiguous()
     return out
+
+
+def convert(state_dict: Mapping[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """`convert_unetr` with the heads of the configuration receiving the weights."""
+    return convert_unetr(state_dict, num_heads=cfg.model_args.get("num_heads", 12))

@@ -9,6 +9,7 @@ from medseg_zoo.layers.conv_blocks import (
     UpConv3d,
     conv3d,
 )
+from medseg_zoo.layers.eva import EvaBlock, rotary_embedding_3d
 from medseg_zoo.layers.linear import Linear, linear
 from medseg_zoo.layers.norms import NORM_NAMES, get_norm, norm_act
 from medseg_zoo.layers.patch_embed import PatchEmbed3d
@@ -18,6 +19,7 @@ __all__ = [
     "NORM_NAMES",
     "Attention",
     "ConvNormAct",
+    "EvaBlock",
     "Linear",
     "PatchEmbed3d",
     "ResBlock",
@@ -30,4 +32,5 @@ __all__ = [
     "get_norm",
     "linear",
     "norm_act",
+    "rotary_embedding_3d",
 ]

@@ -7,6 +7,7 @@ they are given).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -62,6 +63,7 @@ class ConvNormAct(nn.Module):
         norm: Normalisation name, see `medseg_zoo.layers.get_norm`.
         act: Activation factory, or ``None`` for none.
         bias: Convolution bias (redundant before a normalisation; kept where checkpoints have it).
+        norm_kwargs: Passed to the norm layer (e.g. ``{"affine": True}``, nnU-Net's instance norms).
     """
 
     def __init__(
@@ -74,10 +76,11 @@ class ConvNormAct(nn.Module):
         norm: str = "instance",
         act: ActFactory | None = _leaky_relu,
         bias: bool = False,
+        norm_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.conv = conv3d(in_channels, out_channels, kernel_size, stride=stride, bias=bias)
-        self.norm = get_norm(norm, out_channels)
+        self.norm = get_norm(norm, out_channels, **(norm_kwargs or {}))
         self.act = None if act is None else act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,18 +90,22 @@ class ConvNormAct(nn.Module):
 class ResBlock(nn.Module):
     """Two conv-norm stages with a residual connection, then the activation (nnU-Net/MONAI ``UnetResBlock``).
 
-    Shapes: ``(B, C_in, D, H, W) -> (B, C_out, D, H, W)``. The shortcut is the identity when ``C_in == C_out``
-    and a 1x1x1 conv-norm otherwise. With ``residual=False`` it is a plain conv-norm-act, conv-norm-act block
-    (MONAI ``UnetBasicBlock``).
+    Shapes: ``(B, C_in, D, H, W) -> (B, C_out, D/stride, H/stride, W/stride)``. The shortcut is the identity when
+    ``C_in == C_out`` and the stride is 1, else an average pooling over the stride (nnU-Net's ResNet-D blocks) and
+    a 1x1x1 conv-norm. With ``residual=False`` it is a plain conv-norm-act, conv-norm-act block (MONAI
+    ``UnetBasicBlock``).
 
     Args:
         in_channels: ``C_in``.
         out_channels: ``C_out``.
         kernel_size: Kernel size of both convolutions.
+        stride: Stride of the first convolution (and the shortcut's pooling).
         norm: Normalisation name.
         act: Activation factory.
         bias: Convolution bias.
         residual: Add the shortcut before the final activation.
+        shortcut_bias: Bias of the shortcut's 1x1x1 convolution (default: ``bias``).
+        norm_kwargs: Passed to every norm layer.
     """
 
     def __init__(
@@ -107,18 +114,29 @@ class ResBlock(nn.Module):
         out_channels: int,
         kernel_size: int = 3,
         *,
+        stride: int = 1,
         norm: str = "instance",
         act: ActFactory = _leaky_relu,
         bias: bool = False,
         residual: bool = True,
+        shortcut_bias: bool | None = None,
+        norm_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.conv1 = ConvNormAct(in_channels, out_channels, kernel_size, norm=norm, act=act, bias=bias)
-        self.conv2 = ConvNormAct(out_channels, out_channels, kernel_size, norm=norm, act=None, bias=bias)
+        conv = {"norm": norm, "bias": bias, "norm_kwargs": norm_kwargs}
+        self.conv1 = ConvNormAct(in_channels, out_channels, kernel_size, stride=stride, act=act, **conv)
+        self.conv2 = ConvNormAct(out_channels, out_channels, kernel_size, act=None, **conv)
         self.residual = residual
+        self.pool = nn.AvgPool3d(stride, stride) if residual and stride > 1 else None
         self.shortcut = (
-            ConvNormAct(in_channels, out_channels, 1, norm=norm, act=None, bias=bias)
-            if residual and in_channels != out_channels
+            ConvNormAct(
+                in_channels,
+                out_channels,
+                1,
+                act=None,
+                **{**conv, "bias": bias if shortcut_bias is None else shortcut_bias},
+            )
+            if residual and (in_channels != out_channels or stride > 1)
             else None
         )
         self.act = act()
@@ -129,7 +147,7 @@ class ResBlock(nn.Module):
             return norm_act(y, self.conv2.norm, self.act)
         if self.shortcut is None:
             return norm_act(y, self.conv2.norm, self.act, residual=x)
-        shortcut = self.shortcut.conv(x)
+        shortcut = self.shortcut.conv(x if self.pool is None else self.pool(x))
         return norm_act(y, self.conv2.norm, self.act, residual=shortcut, residual_norm=self.shortcut.norm)
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 __all__ = ["NORM_NAMES", "get_norm", "norm_act"]
 
-NORM_NAMES = ("instance", "batch", "group", "layer")
+NORM_NAMES = ("instance", "batch", "batch_stats", "group", "layer")
 _HALF = (torch.float16, torch.bfloat16)
 
 
@@ -20,8 +20,9 @@ def get_norm(name: str, channels: int, **kwargs: Any) -> nn.Module:
 
     Args:
         name: ``"instance"`` (InstanceNorm3d, no affine parameters, as in MONAI and self-attention-cv),
-            ``"batch"`` (BatchNorm3d), ``"group"`` (GroupNorm, ``num_groups`` defaults to 8) or ``"layer"``
-            (GroupNorm with one group: normalises over C, D, H and W).
+            ``"batch"`` (BatchNorm3d), ``"batch_stats"`` (BatchNorm3d that normalises with the batch's own
+            statistics in evaluation too, as Models Genesis' U-Net), ``"group"`` (GroupNorm, ``num_groups``
+            defaults to 8) or ``"layer"`` (GroupNorm with one group: normalises over C, D, H and W).
         channels: Number of channels ``C``.
         **kwargs: Passed to the torch layer (e.g. ``affine=True``, ``num_groups=4``, ``eps``).
 
@@ -32,11 +33,25 @@ def get_norm(name: str, channels: int, **kwargs: Any) -> nn.Module:
         return nn.InstanceNorm3d(channels, **kwargs)
     if name == "batch":
         return nn.BatchNorm3d(channels, **kwargs)
+    if name == "batch_stats":
+        return BatchStatsNorm3d(channels, **kwargs)
     if name == "group":
         return nn.GroupNorm(kwargs.pop("num_groups", 8), channels, **kwargs)
     if name == "layer":
         return nn.GroupNorm(1, channels, **kwargs)
     raise ValueError(f"unknown norm {name!r}; expected one of {', '.join(NORM_NAMES)}")
+
+
+class BatchStatsNorm3d(nn.BatchNorm3d):
+    """``BatchNorm3d`` that normalises with the batch's statistics whether training or not (Models Genesis'
+    ``ContBatchNorm3d``, which SuPreM's U-Net keeps); the running statistics are updated in training only.
+
+    Shapes: ``(B, C, D, H, W) -> (B, C, D, H, W)``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        running = (self.running_mean, self.running_var) if self.training else (None, None)
+        return F.batch_norm(x, *running, self.weight, self.bias, True, self.momentum or 0.0, self.eps)
 
 
 def norm_act(

@@ -7,6 +7,7 @@ from monai.networks.nets import SegResNet
 
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._registry import register_model
+from medseg_zoo.models.unet3d import SUPREM_CONTRACT, SUPREM_LICENSE, SUPREM_PAPER, suprem_source
 from medseg_zoo.transforms.labels import TOTALSEGMENTATOR_V1
 
 __all__: list[str] = []
@@ -129,6 +130,30 @@ register_model(
         tiny_args=_TINY,
         stem=_STEM,
         head=_HEAD,
+        **_ENCODER,
+    )
+)
+
+register_model(
+    ModelConfig(
+        name="suprem_segresnet",
+        builder=SegResNet,
+        # SuPreM's target_applications: SegResNet(blocks_down 1,2,2,4, blocks_up 1,1,1, init_filters 16, dropout 0)
+        model_args={"blocks_down": (1, 2, 2, 4), "blocks_up": (1, 1, 1), "init_filters": 16},
+        contract=SUPREM_CONTRACT,
+        weights=(
+            suprem_source("segresnet", ("convInit.", "down_layers.", "up_samples.", "up_layers.", "conv_final.0.")),
+        ),
+        license=SUPREM_LICENSE,
+        paper=SUPREM_PAPER + "; " + _PAPER,
+        notes="SuPreM's SegResNet supervised on 25 abdominal structures of AbdomenAtlas 1.1; the file's 25-class "
+        "conv_final is the pretraining task's head, not loaded: give your task's out_channels. Non-commercial, no "
+        "derivatives may be shared.",
+        tiny_args=_TINY,
+        stem=_STEM,
+        head=_HEAD,
+        headless=True,
+        recipe="suprem",
         **_ENCODER,
     )
 )

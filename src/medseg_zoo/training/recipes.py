@@ -227,6 +227,26 @@ _SEED = {
     "val_every": 5,
 }
 
+# The publishers' fine-tuning settings of the pretrained starting points (roi and spacing are the models' contract).
+_OPENMIND = {  # TaWald/nnUNet PretrainedTrainer: nnU-Net's SGD from 1e-3 after a 50-epoch linear warm-up, poly
+    "optimizer": "sgd",
+    "lr": 1e-3,
+    "momentum": 0.99,
+    "weight_decay": 3e-5,
+    "schedule": "poly",
+    "warmup_epochs": 50,
+    "epochs": 1000,
+    "batch_size": 2,
+}
+_MONAI_FINE_TUNING = {  # research-contributions' SwinUNETR scripts: AdamW 1e-4, warm-up then cosine, batch 1
+    "optimizer": "adamw",
+    "lr": 1e-4,
+    "weight_decay": 1e-5,
+    "schedule": "cosine",
+    "warmup_epochs": 50,
+    "batch_size": 1,
+}
+
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "default": ("the zoo's defaults (AdamW 1e-2, cosine decay, clipping at 12; measured, see Benchmarks)", {}),
     "unetr_brats": (
@@ -235,6 +255,27 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "unetr_monai": ("the seed tutorial's MONAI UNETR run on MSD Task01, 180 epochs", {**_SEED, "epochs": 180}),
     "unet_brats": ("the seed tutorial's MONAI UNet run on MSD Task01, 170 epochs", {**_SEED, "epochs": 170}),
+    "openmind": (
+        "OpenMind's ResEnc-L fine-tuning (nnssl's PretrainedTrainer): SGD 1e-3, 50-epoch warm-up, poly",
+        _OPENMIND,
+    ),
+    "openmind_primus": (
+        "OpenMind's Primus fine-tuning (PretrainedTrainer_Primus): AdamW 1e-4, weight decay 5e-2, 50-epoch warm-up, "
+        "poly, clipping at 1",
+        {**_OPENMIND, "optimizer": "adamw", "lr": 1e-4, "weight_decay": 5e-2, "grad_clip": 1.0},
+    ),
+    "swin_unetr_ssl": (
+        "research-contributions' Swin UNETR BTCV fine-tuning from the self-supervised encoder: AdamW 1e-4, cosine",
+        {**_MONAI_FINE_TUNING, "epochs": 5000, "val_every": 100},
+    ),
+    "swin_unetr_brats21": (
+        "research-contributions' Swin UNETR BraTS 2021 training: AdamW 1e-4, cosine, 300 epochs",
+        {**_MONAI_FINE_TUNING, "epochs": 300},
+    ),
+    "suprem": (
+        "SuPreM's target-task fine-tuning: AdamW 1e-4, weight decay 1e-5, 20-epoch warm-up, cosine, 201 epochs",
+        {**_MONAI_FINE_TUNING, "warmup_epochs": 20, "epochs": 201},
+    ),
 }
 
 

@@ -273,6 +273,8 @@ class Trainer:
                 grid, sizes = grid[np.argsort(axes)], sizes[np.argsort(axes)]
             if self.contract.spacing is not None:
                 grid = grid * sizes / np.asarray(self.contract.spacing)
+            if self.contract.axis_order == "zyx":
+                grid = grid[::-1]
             largest = np.maximum(largest, grid)
         roi = np.asarray(self.contract.roi_size)
         if (roi > np.round(largest)).any():

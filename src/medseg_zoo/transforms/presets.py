@@ -16,11 +16,11 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.data import CacheDataset, Dataset, MetaTensor, PersistentDataset
 from monai.data.utils import pickle_hashing
 from monai.transforms import (
     CenterSpatialCropd,
@@ -103,7 +103,8 @@ def preprocessing_transforms(
     with_label: bool = True,
     load: bool = True,
 ) -> list[MapTransform]:
-    """The deterministic prefix: load, channel-first, reorient, resample, normalise, labels -> outputs.
+    """The deterministic prefix: load, channel-first, reorient, resample, normalise, labels -> outputs, and the
+    spatial axes in the contract's ``axis_order``.
 
     Args:
         source: The model (its ``pretrained_cfg.contract``) or a contract.
@@ -124,7 +125,25 @@ def preprocessing_transforms(
     steps += _normalize(contract)
     if with_label:
         steps.append(LabelsToRegionsd(LABEL, data_scheme(contract, label_scheme)))
+    if contract.axis_order == "zyx":
+        steps.append(_ReverseSpatialAxesd(keys))
     return steps
+
+
+class _ReverseSpatialAxesd(MapTransform):
+    """The spatial axes in reverse order (SimpleITK's arrays, which nnU-Net and nnssl train on), the affine's
+    columns with them: the same voxels at the same places, read by the network in the order it was trained on."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            value = d[key]
+            reversed_axes = value.permute(0, 3, 2, 1).contiguous()
+            if isinstance(value, MetaTensor):
+                meta = {**value.meta, "affine": value.affine[:, [2, 1, 0, 3]]}
+                reversed_axes = MetaTensor(reversed_axes.as_tensor(), meta=meta)
+            d[key] = reversed_axes
+        return d
 
 
 def data_scheme(source: TaskContract | nn.Module, label_scheme: str | LabelScheme | None = None) -> LabelScheme:
@@ -215,6 +234,7 @@ def preprocessing_key(source: TaskContract | nn.Module, label_scheme: str | Labe
         "spacing": contract.spacing,
         "normalization": contract.normalization,
         "scheme": dataclasses.asdict(scheme) if scheme else None,
+        "axis_order": contract.axis_order,
         "format": 3,  # bump when the prefix itself changes
     }
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
