@@ -14,13 +14,15 @@ import nibabel as nib
 from medseg_zoo import InputError, Predictor, create_model, from_pretrained, save_pretrained
 from medseg_zoo.data.synthetic import make_case
 
+CHANNELS = ["FLAIR", "T1w", "T1gd", "T2w"]  # the 4-D files' channel order (MSD Task01's)
+
 
 def main(checkpoint: Path, inputs: Path, outputs: Path) -> None:
     predictor = Predictor(from_pretrained(checkpoint), overlap=0.5)  # the model stays loaded across cases
     failed = []
     for case in sorted(inputs.glob("*.nii*")):
         try:
-            predictor(str(case), outputs / case.name)
+            predictor(str(case), outputs / case.name, channels=CHANNELS)
             print(outputs / case.name)
         except InputError as exc:  # a bad case is reported, the others still run
             failed.append(f"{case.name}: {exc}")

@@ -26,7 +26,10 @@ def main(workdir: Path, size: int) -> None:
     image, _, affine = make_case((size, size, size), seed=0)  # a BraTS-like case on a random (often LPS) grid
     workdir.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(image, affine), workdir / "case.nii.gz")
-    seg = predict(model, str(workdir / "case.nii.gz"), output=workdir / "seg.nii.gz")
+    # A 4-D file says which channel is which (here MSD Task01's order); the zoo puts them in the model's order.
+    seg = predict(
+        model, str(workdir / "case.nii.gz"), output=workdir / "seg.nii.gz", channels=["FLAIR", "T1w", "T1gd", "T2w"]
+    )
     print("input grid", image.shape[:3], nib.aff2axcodes(affine), "-> output", seg.shape, nib.aff2axcodes(seg.affine))
     assert seg.shape == image.shape[:3] and np.allclose(seg.affine, affine)
 

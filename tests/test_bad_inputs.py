@@ -28,7 +28,7 @@ from medseg_zoo.inference import InputError
 from medseg_zoo.training import TrainConfig, Trainer
 from medseg_zoo.transforms.labels import LabelValueError
 from tests.conftest import snapshot
-from tests.inference.conftest import make_echo
+from tests.inference.conftest import MSD_CHANNELS, make_echo
 
 
 @pytest.fixture
@@ -335,6 +335,18 @@ API = [
         r"label_scheme='brats2021' applies to a data set folder; a DataSet already has its scheme \(msd_task01\)",
     ),
     (
+        "a 4-D file without its channel names",  # MSD's FLAIR, T1w, T1gd, T2w into T1c, T1, T2, FLAIR: garbage
+        lambda w: mz.predict(make_echo(), str(_echo_case(w))),
+        InputError,
+        r"echo.nii.gz: a 4-D file for a model of 4 channels must say which channel is which: the model reads FLAIR",
+    ),
+    (
+        "channel names that are not the model's",
+        lambda w: mz.predict(make_echo(), str(_echo_case(w)), channels=["CT", "PET", "T1w", "T2w"]),
+        InputError,
+        r"the file's channels CT, PET, T1w, T2w are not the model's \(FLAIR, T1w, T1gd, T2w\)",
+    ),
+    (
         "predict a folder that is not a case",
         lambda w: mz.predict(make_echo(), str(w / "cases")),
         InputError,
@@ -634,7 +646,7 @@ def test_written_files_get_the_users_umask(work):
     old = os.umask(0o022)
     try:
         seg = work / "seg.nii.gz"
-        mz.predict(make_echo(), str(_echo_case(work)), output=seg)
+        mz.predict(make_echo(), str(_echo_case(work)), output=seg, channels=MSD_CHANNELS)
         assert seg.stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(old)
@@ -653,7 +665,7 @@ def test_predicting_an_input_without_signal_warns(work):
     case = work / "empty.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 4), dtype=np.float32), np.eye(4)), case)
     with pytest.warns(UserWarning, match=r"empty.nii.gz: no signal in channel\(s\) FLAIR \(every voxel 0\), T1w"):
-        mz.predict(make_echo(), str(case))
+        mz.predict(make_echo(), str(case), channels=MSD_CHANNELS)
 
 
 def test_two_dimensional_images_are_named_as_such(work):

@@ -10,7 +10,6 @@ Trainer(create_model("unet_brats"), "Task01_BrainTumour", TrainConfig(output="ru
 
 from medseg_zoo import models  # noqa: F401  (registers the zoo's configurations)
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
-from medseg_zoo._download import WeightsError
 from medseg_zoo._factory import create_ensemble, create_model
 from medseg_zoo._registry import list_models, model_info, register_model
 from medseg_zoo.checkpoints import convert_checkpoint
@@ -24,6 +23,7 @@ from medseg_zoo.errors import (
     PretrainedUnavailableError,
     TrainingError,
     UnknownModelError,
+    WeightsError,
 )
 from medseg_zoo.hub import CheckpointError, HubError, from_pretrained, push_to_hub, save_pretrained
 from medseg_zoo.inference import InputError, Predictor, predict

@@ -29,16 +29,12 @@ from huggingface_hub.errors import (
 
 from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import WeightSource
-from medseg_zoo.errors import MedsegZooError
+from medseg_zoo.errors import WeightsError
 
 __all__ = ["WeightsError", "cache_root", "evict", "fetch", "reachable", "record_hash", "recorded_hash"]
 
 PROBE_SECONDS = 3.0  # a host that does not answer a TCP connection within this is taken as unreachable
 _probed: dict[tuple[str, int], str | None] = {}
-
-
-class WeightsError(MedsegZooError, OSError):
-    """Weights that cannot be fetched, fail their hash check, or cannot be read."""
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -104,6 +100,10 @@ def reachable(url: str) -> str | None:
     return _probed[host, port]
 
 
+_NO_NETWORK_URL = (
+    "download it once on a machine with network access (it is kept in the cache: HF_HOME, or cache_dir), or convert "
+    "a copy you downloaded elsewhere with medseg-zoo convert"
+)
 _NO_NETWORK = (
     "download it once on a machine with network access (it is kept in the cache: HF_HOME, or cache_dir), or set "
     "HF_ENDPOINT to a reachable mirror"
@@ -118,10 +118,10 @@ def _fetch_url(source: WeightSource, cache_dir: str | os.PathLike | None, local_
     if path.exists():
         return path
     if local_files_only or huggingface_hub.constants.HF_HUB_OFFLINE:
-        raise WeightsError(f"{url}: not in the cache and offline mode is on; {_NO_NETWORK}")
+        raise WeightsError(f"{url}: not in the cache and offline mode is on; {_NO_NETWORK_URL}")
     problem = reachable(url)
     if problem:
-        raise WeightsError(f"{url}: not in the cache and {problem}; {_NO_NETWORK}")
+        raise WeightsError(f"{url}: not in the cache and {problem}; {_NO_NETWORK_URL}")
 
     def download(tmp: str) -> None:
         with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:

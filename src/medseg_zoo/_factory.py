@@ -24,16 +24,6 @@ Channels = int | Sequence[str] | None
 _RESERVED = ("in_channels", "out_channels")
 
 
-class _Unset:
-    """Marks an argument that was not given (``None`` is a meaningful label scheme: none)."""
-
-    def __repr__(self) -> str:
-        return "<unset>"
-
-
-_UNSET = _Unset()
-
-
 def create_model(
     name: str,
     pretrained: bool = False,
@@ -44,7 +34,7 @@ def create_model(
     token: str | bool | None = None,
     local_files_only: bool = False,
     activation: Activation | None = None,
-    label_scheme: str | LabelScheme | _Unset | None = _UNSET,
+    label_scheme: str | LabelScheme | None = "auto",
     roi_size: int | Sequence[int] | None = None,
     **overrides: Any,
 ) -> nn.Module:
@@ -54,7 +44,8 @@ def create_model(
         name: Registry name, see `medseg_zoo.list_models`.
         pretrained: Load the published weights of the configuration.
         in_channels: Input channels: a count, or the channel names in order. Required for generic
-            architecture names (``"unetr"``, ``"unet"``); for task names it replaces the contract's channels.
+            architecture names (``"unetr"``, ``"unet"``, ``"segresnet"``, ``"swin_unetr"``, ``"resenc_unet"``,
+            ``"primus"``); for task names it replaces the contract's channels.
         out_channels: Output channels: a count, or the output names in order; same rules.
         cache_dir: Cache root for downloaded weights (default: the Hugging Face cache, ``$HF_HOME``).
         token: Hugging Face token for private repositories (default: the logged-in token, if any).
@@ -63,15 +54,15 @@ def create_model(
             configuration's while its outputs are kept, the label scheme's kind when one is given, and
             ``"softmax"`` for new outputs.
         label_scheme: The label scheme the outputs map to (a built-in name or a ``LabelScheme``); its channel
-            names name the outputs when ``out_channels`` is a count. By default the configuration's while its
+            names name the outputs when ``out_channels`` is a count. ``"auto"``: the configuration's while its
             outputs are kept, else ``None`` (labels are the class indices).
         roi_size: Patch size in voxels the model is trained and run on (the contract's ``roi_size``; for
             architectures built for one size, such as UNETR's ``img_size``, also the constructor's).
         **overrides: Constructor arguments replacing the configuration's (e.g. ``img_size``, ``dropout_rate``).
 
     Returns:
-        The network, with its configuration (effective arguments and task contract) as
-        ``model.pretrained_cfg``; with ``pretrained=True`` also ``model.load_report`` (what was adapted).
+        The network, with its configuration (effective arguments and task contract) as ``model.pretrained_cfg`` and,
+        with ``pretrained=True``, ``model.load_report`` (what was loaded, adapted and left fresh).
 
     With ``pretrained=True`` and other ``in_channels`` / ``out_channels`` / roi than the weights', the input stem is
     adapted, the head re-initialised and the position embedding interpolated; see ``model.load_report``.
@@ -93,7 +84,7 @@ def create_model(
     _check_overrides(cfg, overrides)
     if pretrained and not cfg.has_weights:
         raise PretrainedUnavailableError(_unavailable_message(cfg))
-    if cfg.headless and out_channels is None and label_scheme in (_UNSET, None):
+    if cfg.headless and out_channels is None and label_scheme in ("auto", None):
         raise InvalidOverrideError(
             f"{name}'s weights are a starting point without a task head: give your task's out_channels (a count or "
             f"names, or a label_scheme), e.g. create_model({name!r}, pretrained=True, out_channels=2)"
@@ -214,7 +205,7 @@ def _resolve_contract(
     in_channels: Channels,
     out_channels: Channels,
     activation: Activation | None,
-    label_scheme: str | LabelScheme | _Unset | None,
+    label_scheme: str | LabelScheme | None,
     roi_size: int | Sequence[int] | None,
     roi_name: str,
 ) -> TaskContract:
@@ -222,7 +213,7 @@ def _resolve_contract(
 
     base = cfg.contract
     scheme = None
-    if label_scheme is not _UNSET and label_scheme is not None:
+    if label_scheme != "auto" and label_scheme is not None:
         try:
             scheme = get_scheme(label_scheme)
         except KeyError as exc:
@@ -246,7 +237,7 @@ def _resolve_contract(
             "in_channels=4, out_channels=3), or use a task configuration such as 'unetr_brats'"
         )
     kept = base is not None and outs == base.out_channels
-    if label_scheme is _UNSET:
+    if isinstance(label_scheme, str) and label_scheme == "auto":
         label_scheme = base.label_scheme if kept else None
     if activation is None:
         if scheme is not None:

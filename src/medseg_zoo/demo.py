@@ -125,7 +125,15 @@ def run_demo(
     start = time.perf_counter()
     say(f"3/3 segmenting the {HELD_OUT} held-out cases on their own grids")
     best = from_pretrained(out / "run" / "best")
-    result = evaluate(best, held_out, full.scheme, device=device, predictions=out / "predictions", progress=progress)
+    result = evaluate(
+        best,
+        held_out,
+        full.scheme,
+        device=device,
+        predictions=out / "predictions",
+        progress=progress,
+        channels=full.channels,
+    )
     for case in held_out:
         overlay(case, out / "predictions" / f"{case.name}.nii.gz", out / "overlays" / f"{case.name}.png")
     shutil.copy(out / "run" / "curves.png", out / "curves.png")

@@ -12,6 +12,7 @@ __all__ = [
     "PretrainedUnavailableError",
     "TrainingError",
     "UnknownModelError",
+    "WeightsError",
 ]
 
 
@@ -41,6 +42,10 @@ class OutputError(MedsegZooError, ValueError):
 
 class PretrainedUnavailableError(MedsegZooError, RuntimeError):
     """`pretrained=True` for a configuration that has no published weights."""
+
+
+class WeightsError(MedsegZooError, OSError):
+    """Weights that cannot be fetched, fail their hash check, cannot be read, or do not fit their model."""
 
 
 class DeviceError(MedsegZooError, ValueError):

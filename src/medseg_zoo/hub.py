@@ -42,6 +42,48 @@ class HubError(MedsegZooError, OSError):
     """The Hub cannot be reached or refuses a request (pushing a model)."""
 
 
+def _use(cfg: ModelConfig, registry: bool) -> list[str]:
+    """Lines of Python that load the model the card describes and segment a case with it."""
+    c = cfg.contract
+    inputs = (
+        "{" + ", ".join(f'"{n}": "{n.lower()}.nii.gz"' for n in c.in_channels) + "}"
+        if len(c.in_channels) > 1
+        else '"case.nii.gz"'
+    )
+    if not registry:
+        return [
+            "from medseg_zoo import from_pretrained, predict",
+            'model = from_pretrained("this/folder")  # or "hf-hub:org/repo" once pushed',
+            f'predict(model, {inputs}, output="seg.nii.gz")',
+        ]
+    if cfg.members:
+        return [
+            "from medseg_zoo import create_ensemble, predict",
+            f'models = create_ensemble("{cfg.name}", pretrained=True)  # {len(cfg.members)} models, averaged',
+            f'predict(models, {inputs}, output="seg.nii.gz")',
+        ]
+    if cfg.headless:
+        return [
+            "from medseg_zoo import create_model",
+            f'model = create_model("{cfg.name}", pretrained=True, in_channels=["your", "channels"], out_channels=2)',
+            "print(model.load_report)  # the pretrained part, and what starts fresh; then fine-tune:",
+            f"# medseg-zoo train --model {cfg.name} --pretrained --data YOUR_DATA --output runs/yours"
+            + (f" --recipe {cfg.recipe}" if cfg.recipe else ""),
+        ]
+    if cfg.has_weights:
+        return [
+            "from medseg_zoo import create_model, predict",
+            f'model = create_model("{cfg.name}", pretrained=True)',
+            f'predict(model, {inputs}, output="seg.nii.gz")',
+        ]
+    recipe = next((w.recipe for w in cfg.weights if w.recipe), "")
+    return [
+        "from medseg_zoo import create_model",
+        f'model = create_model("{cfg.name}")  # no published weights yet: train it',
+        *([f"# {recipe}"] if recipe else []),
+    ]
+
+
 def model_card(cfg: ModelConfig, parameters: int, *, sources: bool = False) -> str:
     """A markdown model card: architecture, task contract, metrics, use; with ``sources`` also where the
     configuration's weights come from (registry pages; a saved fine-tuned model is not those weights)."""
@@ -51,6 +93,8 @@ def model_card(cfg: ModelConfig, parameters: int, *, sources: bool = False) -> s
         f"- {w.location} ({w.format}): {w.notes or 'published'}" if w.published else f"- planned: {w.recipe}"
         for w in cfg.weights
     ]
+    if cfg.members:
+        weights += [f"- ensemble of {', '.join(cfg.members)}"]
     return "\n".join(
         [
             "---",
@@ -65,9 +109,13 @@ def model_card(cfg: ModelConfig, parameters: int, *, sources: bool = False) -> s
             "## Task contract",
             "",
             f"- Inputs, in order: {', '.join(c.in_channels)}",
-            f"- Outputs: {', '.join(c.out_channels)} ({c.activation})",
+            f"- Outputs: {', '.join(c.out_channels)} ({c.activation})"
+            if not (sources and cfg.headless)
+            else "- Outputs: your task's (the weights carry no task head: give out_channels)",
             f"- Label scheme: {c.scheme.name if c.scheme else 'none'}",
-            f"- Roi: {'x'.join(map(str, c.roi_size))} voxels; spacing {c.spacing} mm; orientation {c.orientation}",
+            f"- Roi: {'x'.join(map(str, c.roi_size))} voxels; spacing "
+            + ("x".join(f"{v:g}" for v in c.spacing) + " mm" if c.spacing else "the input's (no resampling)")
+            + f"; orientation {c.orientation or 'as stored (no reorientation)'}; axis order {c.axis_order}",
             f"- Intensity normalisation: {c.normalization}",
             "",
             "## Data and metrics",
@@ -76,13 +124,11 @@ def model_card(cfg: ModelConfig, parameters: int, *, sources: bool = False) -> s
             "",
             cfg.notes,
             "",
-            *([*weights, ""] if sources and cfg.weights else []),
+            *([*weights, ""] if sources and (cfg.weights or cfg.members) else []),
             "## Use",
             "",
             "```python",
-            "from medseg_zoo import from_pretrained, predict",
-            'model = from_pretrained("path/or/hf-hub:org/repo")',
-            'predict(model, "case.nii.gz", output="seg.nii.gz")',
+            *_use(cfg, sources),
             "```",
             "",
             f"License: {cfg.license or 'not stated'}",

@@ -7,6 +7,18 @@ import torch
 from torch import nn
 
 import medseg_zoo as mz
+from medseg_zoo._contract import config_of
+
+MSD_CHANNELS = ["FLAIR", "T1w", "T1gd", "T2w"]  # the channel order of MSD Task01's 4-D files
+
+
+def predict(models, inputs, *args, **kwargs):
+    """`medseg_zoo.predict`, telling a four-channel model that 4-D files hold MSD Task01's channels."""
+    first = models[0] if isinstance(models, list) else models
+    if len(config_of(first).contract.in_channels) == 4:
+        kwargs.setdefault("channels", MSD_CHANNELS)
+    return mz.predict(models, inputs, *args, **kwargs)
+
 
 CONTRACT = mz.TaskContract(
     in_channels=("FLAIR", "T1w", "T1gd", "T2w"),

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import medseg_zoo as mz
-from medseg_zoo import InputError, Predictor, predict
+from medseg_zoo import InputError, Predictor
 from medseg_zoo.errors import DeviceError
-from tests.inference.conftest import echo_input, make_echo, nested_label_map, write
+from tests.inference.conftest import echo_input, make_echo, nested_label_map, predict, write
 
 AFFINES = {
     "RAS": np.diag([1.0, 1.0, 1.0, 1.0]),

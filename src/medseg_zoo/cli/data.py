@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from medseg_zoo._registry import get_config
+from medseg_zoo.cli.train import add_label_options, label_scheme
 
 __all__ = ["add_commands"]
 
@@ -12,7 +13,7 @@ __all__ = ["add_commands"]
 def _check_data(args: argparse.Namespace) -> int:
     from medseg_zoo.data import check_dataset, discover
 
-    dataset = discover(args.folder, label_scheme=args.label_scheme)
+    dataset = discover(args.folder, label_scheme=label_scheme(args))
     report = check_dataset(dataset, get_config(args.model).contract if args.model else None)
     print(report)
     return 0 if report.ok else 1
@@ -27,5 +28,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("folder")
     p.add_argument("--model", help="registered model the data is meant for (channels, labels)")
-    p.add_argument("--label-scheme", help="label scheme of the label maps (default: from dataset.json)")
+    add_label_options(p)
     p.set_defaults(func=_check_data)

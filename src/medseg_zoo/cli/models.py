@@ -99,14 +99,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="show a model's configuration and task contract as JSON",
         epilog="Example: medseg-zoo info unetr_brats",
     )
-    p.add_argument("name")
+    p.add_argument("name", help="registered model name (medseg-zoo list)")
     p.set_defaults(func=_info)
     p = sub.add_parser(
         "download",
         help="download, check and cache a model's published weights (then usable offline)",
         epilog="Example: medseg-zoo download segresnet_brats",
     )
-    p.add_argument("name")
+    p.add_argument("name", help="registered model name with published weights (an ensemble: every member)")
     p.add_argument("--cache-dir", type=Path, help="cache root (default: the Hugging Face cache)")
     p.set_defaults(func=_download)
     p = sub.add_parser(
@@ -133,7 +133,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="upload a medseg-zoo folder to the Hugging Face Hub",
         epilog="Example: medseg-zoo push converted/segresnet_brats my-org/segresnet-brats",
     )
-    p.add_argument("folder")
-    p.add_argument("repo_id")
-    p.add_argument("--private", action="store_true")
+    p.add_argument("folder", help="a checkpoint folder (save_pretrained, a run's best/)")
+    p.add_argument("repo_id", help="Hub repository, org/name (created if needed)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
     p.set_defaults(func=_push)

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
+from medseg_zoo._device import AMP_MODES
 from medseg_zoo._factory import create_ensemble
 
 __all__ = ["add_commands"]
@@ -81,6 +82,25 @@ def _outputs(cases: list[tuple[str, object]], output: str) -> list[Path]:
     return outputs
 
 
+def _file_channels(args: argparse.Namespace) -> list[str] | None:
+    """``--channels``, else the channel names of a dataset.json in (or above) the first input folder."""
+    if args.channels:
+        return args.channels
+    import json
+
+    first = Path(args.inputs[0])
+    for folder in (first, first.parent, first.parent.parent):
+        meta = folder / "dataset.json"
+        if meta.is_file():
+            try:
+                names = json.loads(meta.read_text())
+                names = names.get("modality") or names.get("channel_names")
+                return [names[k] for k in sorted(names, key=int)]
+            except (ValueError, AttributeError, KeyError, TypeError):
+                return None
+    return None
+
+
 def _describe(inputs: object) -> str:
     return ", ".join(f"{k}={v}" for k, v in inputs.items()) if isinstance(inputs, dict) else str(inputs)
 
@@ -123,7 +143,7 @@ def _predict(args: argparse.Namespace) -> int:
     me, device = process(args.device)
     # Under torchrun each process takes every world-th case: each case is written by exactly one process.
     mine = list(zip(cases, outputs, strict=True))[me.rank :: me.world]
-    amp = {"auto": None, "on": True, "off": False}[args.amp]
+    amp = args.amp
     model = from_pretrained(args.checkpoint) if args.checkpoint else create_ensemble(args.model, pretrained=True)
     predictor = Predictor(model, device=device, overlap=args.overlap, tta=args.tta, amp=amp, progress=len(cases) == 1)
     todo = []
@@ -133,7 +153,7 @@ def _predict(args: argparse.Namespace) -> int:
         else:
             todo.append((case, out))
     ahead = {"auto": predictor.device.type != "cpu", "on": True, "off": False}[args.read_ahead]
-    load = partial(load_volume, channels=predictor.contract.in_channels)
+    load = partial(load_volume, channels=predictor.contract.in_channels, file_channels=_file_channels(args))
     failed = []
     volumes = _volumes(todo, load, ahead and len(todo) > 1)
     bar = tqdm(
@@ -161,6 +181,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "predict",
         help="segment NIfTI volumes; outputs keep the input's grid, affine and header",
         epilog="Examples: medseg-zoo predict --checkpoint runs/unetr/best -i case.nii.gz -o seg.nii.gz\n"
+        "          medseg-zoo predict -m segresnet_brats -i case.nii.gz --channels FLAIR,T1w,T1gd,T2w -o seg.nii.gz\n"
         "          medseg-zoo predict --checkpoint runs/unetr/best -i imagesTs/ -o predictions/ --tta\n"
         "          medseg-zoo predict --checkpoint runs/unetr/best -i FLAIR=f.nii.gz T1w=t1.nii.gz T1gd=t1c.nii.gz "
         "T2w=t2.nii.gz -o seg.nii.gz\n"
@@ -194,8 +215,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--amp",
-        choices=["auto", "on", "off"],
+        choices=AMP_MODES,
         default="auto",
         help="mixed precision (auto: bf16 on CUDA and CPUs with native bf16)",
+    )
+    p.add_argument(
+        "--channels",
+        type=lambda t: [c.strip() for c in t.split(",") if c.strip()],
+        help="a 4-D file's channel names in the file's order, e.g. FLAIR,T1w,T1gd,T2w (default: from a dataset.json "
+        "beside the input folder); the zoo reorders them to the model's by name",
     )
     p.set_defaults(func=_predict)

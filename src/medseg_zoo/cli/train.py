@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from medseg_zoo._device import AMP_MODES
 from medseg_zoo._factory import create_model
 from medseg_zoo._registry import get_config
 from medseg_zoo.errors import TrainingError
 from medseg_zoo.training.losses import LOSSES
+from medseg_zoo.training.recipes import RECIPES
+from medseg_zoo.transforms.labels import list_schemes
 
 __all__ = ["add_commands"]
 
@@ -62,6 +65,20 @@ def _channels(text: str) -> int | list[str] | str:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def label_scheme(args: argparse.Namespace) -> Any:
+    """``--label-scheme`` (a built-in name) or ``--labels`` (names of the values 0, 1, ...), or ``None``."""
+    if getattr(args, "labels", None):
+        if args.label_scheme:
+            raise TrainingError("give --label-scheme or --labels, not both")
+        from medseg_zoo.transforms.labels import scheme_from_names
+
+        try:
+            return scheme_from_names(args.labels)
+        except ValueError as exc:
+            raise TrainingError(f"--labels: {exc}") from None
+    return args.label_scheme
+
+
 def _model(args: argparse.Namespace, dataset: Any) -> Any:
     """The model to train: a checkpoint folder, or a registry name with channels and outputs fitted to the data
     where asked (``data``), where the architecture is generic, or where the weights are a starting point without
@@ -69,8 +86,10 @@ def _model(args: argparse.Namespace, dataset: Any) -> Any:
     from medseg_zoo.hub import from_pretrained
 
     if args.checkpoint:
-        if args.in_channels or args.out_channels or args.pretrained:
-            raise TrainingError("--checkpoint gives the model whole: drop --pretrained, --in-channels, --out-channels")
+        if args.in_channels or args.out_channels or args.pretrained or args.roi_size:
+            raise TrainingError(
+                "--checkpoint gives the model whole: drop --pretrained, --in-channels, --out-channels, --roi-size"
+            )
         return from_pretrained(args.checkpoint)
     cfg = get_config(args.model)
     generic = cfg.contract is None or cfg.headless  # no task yet: the data's channels and labels make it
@@ -84,11 +103,23 @@ def _model(args: argparse.Namespace, dataset: Any) -> Any:
         kwargs["label_scheme"] = dataset.scheme
     elif outs is not None:
         kwargs["out_channels"] = outs
+    if args.roi_size:
+        kwargs["roi_size"] = tuple(args.roi_size) if len(args.roi_size) == 3 else args.roi_size[0]
     return create_model(args.model, pretrained=args.pretrained, **kwargs)
 
 
 # Options that choose the model or its data's meaning: a resumed run has its own.
-_NOT_WITH_RESUME = ("model", "checkpoint", "pretrained", "in_channels", "out_channels", "recipe", "label_scheme")
+_NOT_WITH_RESUME = (
+    "model",
+    "checkpoint",
+    "pretrained",
+    "in_channels",
+    "out_channels",
+    "recipe",
+    "label_scheme",
+    "labels",
+    "roi_size",
+)
 
 
 def _resume_config(args: argparse.Namespace, given: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -141,7 +172,7 @@ def _train(args: argparse.Namespace) -> int:
             get_config(args.model)  # an unknown name is refused before the data is read
         if args.checkpoint:  # the run must not replace the model it starts from
             check_output_folder(args.output, protected={"the checkpoint": args.checkpoint}, what="--output")
-        dataset = discover(args.data, label_scheme=args.label_scheme)
+        dataset = discover(args.data, label_scheme=label_scheme(args))
         model = _model(args, dataset)
     trainer = Trainer(model, dataset, config, resume=args.resume, overwrite=args.overwrite)
     try:
@@ -161,7 +192,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from medseg_zoo.hub import from_pretrained
     from medseg_zoo.training import evaluate
 
-    dataset = discover(args.data, label_scheme=args.label_scheme)
+    dataset = discover(args.data, label_scheme=label_scheme(args))
     if args.output:
         reads = [p for c in (*dataset.cases, *dataset.test) for p in (*c.images, *([c.label] if c.label else []))]
         check_output_file(
@@ -199,13 +230,29 @@ def _evaluate(args: argparse.Namespace) -> int:
         cases,
         dataset.scheme,
         device=args.device,
-        amp={"auto": None, "on": True, "off": False}[args.amp],
+        amp=args.amp,
         progress=True,
+        channels=dataset.channels,
     )
     print(result)
     if args.output:
         print(result.to_csv(args.output))
     return 0
+
+
+def add_label_options(p: argparse.ArgumentParser) -> None:
+    """``--label-scheme`` and ``--labels``: what the label maps' values mean."""
+    labels = p.add_mutually_exclusive_group()
+    labels.add_argument(
+        "--label-scheme",
+        help=f"built-in label scheme of the label maps ({', '.join(list_schemes())}; default: from dataset.json)",
+    )
+    labels.add_argument(
+        "--labels",
+        type=lambda t: t.split(","),
+        help="the label maps' classes by value, background first: --labels background,lesion (a folder of "
+        "image/label pairs has no dataset.json to say it)",
+    )
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -218,6 +265,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "  medseg-zoo train --model segresnet_brats --pretrained --in-channels data --data Task01_BrainTumour "
         "--output runs/segresnet --epochs 50\n"
         "  medseg-zoo train --model unetr_brats --recipe unetr_brats --data Task01_BrainTumour --output runs/seed\n"
+        "  medseg-zoo train --model swin_unetr_ssl --pretrained --data MyLesions --labels background,lesion "
+        "--output runs/lesions\n"
         "  medseg-zoo train --output runs/unet --resume\n"
         "  torchrun --nproc-per-node 4 -m medseg_zoo train --model unet_brats --data Task01 --output runs/ddp",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -234,8 +283,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="the model's input channels: 'data' (the data set's), a count, or comma-separated names",
     )
     p.add_argument("--out-channels", type=_channels, help="'data': outputs and label scheme from the data set")
-    p.add_argument("--label-scheme", help="label scheme of the label maps (default: from dataset.json)")
-    p.add_argument("--recipe", help="named settings: default, unetr_brats, unetr_monai, unet_brats")
+    add_label_options(p)
+    p.add_argument(
+        "--roi-size", type=int, nargs="+", metavar="N", help="patch size in voxels: one number for a cube, or three"
+    )
+    p.add_argument("--recipe", help="named settings: " + ", ".join(RECIPES))
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -251,7 +303,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="dice_ce: Dice + binary cross-entropy per region (sigmoid) or cross-entropy (softmax); monai_dice_ce: "
         "MONAI's DiceCELoss as the seed tutorial called it",
     )
-    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--amp", choices=AMP_MODES, help="mixed precision (auto: bf16 on CUDA, float32 on the CPU)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1")
     p.add_argument("--val-every", type=int, help="validate every K epochs")
     split = p.add_mutually_exclusive_group()
@@ -284,8 +336,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default="val",
         help="val: the run's validation cases; test: imagesTs with labelsTs; all: every labelled case",
     )
-    p.add_argument("--label-scheme", help="label scheme of the label maps (default: from dataset.json)")
+    add_label_options(p)
     p.add_argument("--output", help="CSV file for the table")
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", choices=["auto", "on", "off"], default="auto")
+    p.add_argument(
+        "--amp",
+        choices=AMP_MODES,
+        default="auto",
+        help="mixed precision (auto: bf16 on CUDA and CPUs with native bf16)",
+    )
     p.set_defaults(func=_evaluate)

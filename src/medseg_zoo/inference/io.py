@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from medseg_zoo._atomic import atomic_write
-from medseg_zoo._contract import channel_order
+from medseg_zoo._contract import channel_order, is_generic
 from medseg_zoo._guard import check_output_file
 from medseg_zoo.errors import MedsegZooError
 
@@ -45,11 +45,15 @@ class Volume:
     source: str
 
 
-def _read(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+def _check_path(path: Path) -> None:
     if path.is_dir():
         raise InputError(f"{path} is a folder; expected a NIfTI file (.nii.gz or .nii)")
     if not path.is_file():
         raise InputError(f"{path}: file not found")
+
+
+def _read(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+    _check_path(path)
     try:
         img = nib.load(path)
         data = np.asarray(img.dataobj, dtype=np.float32)
@@ -74,17 +78,22 @@ def _finite(data: np.ndarray, source: str) -> None:
         raise InputError(f"{source}: {int(bad.sum())} NaN/inf voxel(s); expected finite intensities")
 
 
-def load_volume(inputs: Inputs, channels: Sequence[str]) -> Volume:
+def load_volume(inputs: Inputs, channels: Sequence[str], file_channels: Sequence[str] | None = None) -> Volume:
     """Read a prediction input and check it against the model's input channels.
 
     Args:
-        inputs: A 4-D NIfTI path (channels last, in the model's order); or ``{channel name: 3-D NIfTI path}``
-            for every channel of the model; or ``(array, affine)`` with a ``(C, X, Y, Z)`` numpy/torch array.
+        inputs: ``{channel name: 3-D NIfTI path}`` for every channel of the model (the recommended form); a 4-D
+            NIfTI path (channels last); or ``(array, affine)`` with a ``(C, X, Y, Z)`` numpy/torch array in the
+            model's channel order.
         channels: The model's input channel names, in order.
+        file_channels: The names of a 4-D file's channels, in the file's order (an MSD Task01 file: FLAIR, T1w,
+            T1gd, T2w). Required when the model reads several channels: they are put in the model's order by name
+            (T1gd is T1c, T1w is T1, T2w is T2, ...).
 
     Raises:
-        InputError: Unreadable or truncated file, wrong channel count or names, 3-D where 4-D is needed,
-            mismatched grids, NaN/inf voxels. The message names the file and what was expected.
+        InputError: Unreadable or truncated file, wrong channel count or names, a 4-D file without its channel
+            names for a model of several channels, 3-D where 4-D is needed, mismatched grids, NaN/inf voxels. The
+            message names the file and what was expected.
     """
     names = ", ".join(channels)
     expected = "a 4-D NIfTI path, {channel name: path} or an (array, affine) tuple"
@@ -140,6 +149,8 @@ def load_volume(inputs: Inputs, channels: Sequence[str]) -> Volume:
         return Volume(np.stack(arrays), first[1].affine, first[1].header.copy(), str(first[0]))
 
     path = Path(inputs)
+    _check_path(path)
+    order = _file_order(path, channels, file_channels)
     data, img = _read(path)
     if data.ndim == 3 and len(channels) == 1:
         data = data[..., None]
@@ -151,8 +162,37 @@ def load_volume(inputs: Inputs, channels: Sequence[str]) -> Volume:
         )
     _check_affine(img.affine, str(path))
     _finite(data, str(path))
-    # A channels-first view of the file's (X, Y, Z, C) order: the preprocessing copies it anyway.
-    return Volume(np.moveaxis(data, -1, 0), img.affine, img.header.copy(), str(path))
+    # A channels-first view of the file's (X, Y, Z, C) order (permuted to the model's): preprocessing copies it.
+    data = np.moveaxis(data, -1, 0)
+    return Volume(data if order is None else data[order], img.affine, img.header.copy(), str(path))
+
+
+def _file_order(path: Path, channels: Sequence[str], file_channels: Sequence[str] | None) -> list[int] | None:
+    """Indices of a 4-D file's channels in the model's order; ``None`` for a single channel."""
+    names = ", ".join(channels)
+    if (len(channels) == 1 or is_generic(tuple(channels))) and file_channels is None:
+        return None  # one channel, or a model whose channel names are placeholders: nothing to put in order
+    if file_channels is None:
+        raise InputError(
+            f"{path}: a 4-D file for a model of {len(channels)} channels must say which channel is which: the model "
+            f"reads {names}. Give the file's channel order (predict(..., channels=[...]), medseg-zoo predict "
+            "--channels A,B,...; a data set's dataset.json says it), or one 3-D file per channel {name: path}"
+        )
+    file_channels = tuple(file_channels)
+    if len(file_channels) != len(channels):
+        raise InputError(
+            f"{path}: channels {', '.join(file_channels)} name {len(file_channels)} channel(s); the model reads "
+            f"{len(channels)}: {names}"
+        )
+    if is_generic(tuple(channels)):
+        return None
+    order = channel_order(file_channels, tuple(channels))
+    if order is None:
+        raise InputError(
+            f"{path}: the file's channels {', '.join(file_channels)} are not the model's ({names}); names count as "
+            "the same sequence when they are aliases (T1gd/T1c/T1ce, T1w/T1, T2w/T2, FLAIR/T2f)"
+        )
+    return order
 
 
 def save_nifti(data: np.ndarray, reference: Volume, path: str | os.PathLike) -> Path:

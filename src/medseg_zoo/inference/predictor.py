@@ -254,12 +254,19 @@ class Predictor:
         return decided
 
     def __call__(
-        self, inputs: Inputs, output: str | os.PathLike | None = None, *, kind: Output = "labels"
+        self,
+        inputs: Inputs,
+        output: str | os.PathLike | None = None,
+        *,
+        kind: Output = "labels",
+        channels: Sequence[str] | None = None,
     ) -> nib.Nifti1Image:
         """Predict one case; write it to ``output`` (atomically) if given.
 
         Args:
             inputs: See `medseg_zoo.inference.io.load_volume`.
+            channels: A 4-D file's channel names in the file's order (required for a model of several channels;
+                they are put in the model's order by name).
             output: NIfTI path to write; refused before any work if it is an input, a folder, not a
                 ``.nii``/``.nii.gz`` name, or not writable.
             kind: ``"labels"``, ``"regions"`` or ``"probabilities"``.
@@ -275,7 +282,7 @@ class Predictor:
             raise ValueError(f"kind must be 'labels', 'probabilities' or 'regions', got {kind!r}")
         if output is not None:
             check_output(output, input_paths(inputs))
-        volume = load_volume(inputs, self.contract.in_channels)
+        volume = load_volume(inputs, self.contract.in_channels, channels)
         data = self.predict_volume(volume, kind)
         if output is not None:
             save_nifti(data, volume, output)
@@ -307,15 +314,19 @@ def predict(
     output: str | os.PathLike | None = None,
     *,
     kind: Output = "labels",
+    channels: Sequence[str] | None = None,
     **options: Any,
 ) -> nib.Nifti1Image:
     """Predict one case with a model (or an ensemble) and return / write it on the input's grid.
 
     Args:
         model: One model or several with the same contract.
-        inputs: A 4-D NIfTI path; ``{channel name: path}``; or ``(array (C, X, Y, Z), affine)``.
+        inputs: ``{channel name: path}`` (recommended: the names map the files to the model's channels, T1gd to T1c
+            and so on); a 4-D NIfTI path with ``channels``; or ``(array (C, X, Y, Z), affine)`` in the model's order.
         output: NIfTI path to write (atomically).
         kind: ``"labels"`` (uint8, the contract's label scheme), ``"regions"`` or ``"probabilities"``.
+        channels: A 4-D file's channel names in the file's order, e.g. ``["FLAIR", "T1w", "T1gd", "T2w"]`` for MSD
+            Task01 (required when the model reads several channels).
         **options: `Predictor` options (``device``, ``overlap``, ``tta``, ``amp``, ...).
     """
-    return Predictor(model, **options)(inputs, output, kind=kind)
+    return Predictor(model, **options)(inputs, output, kind=kind, channels=channels)

@@ -15,7 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from medseg_zoo._atomic import atomic_write
-from medseg_zoo._contract import config_of
+from medseg_zoo._contract import channel_order, config_of
 from medseg_zoo.data.checks import DataCheckError, check_cases
 from medseg_zoo.data.discovery import Case
 from medseg_zoo.inference.io import load_volume, save_nifti
@@ -96,6 +96,7 @@ def evaluate(
     overlap: float = 0.5,
     progress: bool = False,
     predictions: str | os.PathLike | None = None,
+    channels: Sequence[str] | None = None,
 ) -> Evaluation:
     """Predict every case on its own grid (as ``predict`` does) and score it against its label file.
 
@@ -112,6 +113,8 @@ def evaluate(
         overlap: Sliding-window overlap.
         progress: A progress bar over cases.
         predictions: A folder for the predicted label maps.
+        channels: The cases' channel names in their files' order (a data set's ``channels``); by default the
+            model's.
 
     Every case is checked before anything is predicted (`medseg_zoo.data.check_cases`: readable files, the
     model's channel count, label grid and affine equal to the image's, label values in ``scheme``).
@@ -124,7 +127,11 @@ def evaluate(
     data_scheme(contract, scheme)
     if not cases:
         raise ValueError("no cases to evaluate")
-    errors = [p for p in check_cases(cases, contract.in_channels, scheme) if p.severity == "error"]
+    # The files' channel names, where they name the model's channels (in any order); otherwise the model's order.
+    names = contract.in_channels
+    if channels is not None and channel_order(tuple(channels), contract.in_channels) is not None:
+        names = tuple(channels)
+    errors = [p for p in check_cases(cases, names, scheme) if p.severity == "error"]
     if errors:
         raise DataCheckError("cannot evaluate these cases:\n" + "\n".join(f"  {p}" for p in errors))
     own = contract.scheme
@@ -135,7 +142,8 @@ def evaluate(
     index = [contract.out_channels.index(c) for c in scored]
     rows = []
     for case in tqdm(cases, desc="evaluate", unit="case", disable=None if progress else True):
-        volume = load_volume(_inputs(case, contract.in_channels), contract.in_channels)
+        inputs = _inputs(case, names)
+        volume = load_volume(inputs, contract.in_channels, names if isinstance(inputs, str) else None)
         if own is None:
             predicted = np.moveaxis(predictor.predict_volume(volume, "regions"), -1, 0)[index]
         else:

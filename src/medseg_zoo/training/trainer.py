@@ -917,4 +917,5 @@ class Trainer:
             amp=mode,
             overlap=self.config.overlap,
             progress=self.config.progress and self.is_main,
+            channels=self.dataset.channels,
         )

@@ -10,6 +10,7 @@ from medseg_zoo.transforms.labels import (
     list_schemes,
     regions_to_labels,
     scheme_from_dataset_json,
+    scheme_from_names,
 )
 from medseg_zoo.transforms.presets import (
     cached_dataset,
@@ -38,6 +39,7 @@ __all__ = [
     "regions_to_labels",
     "resample_parallel",
     "scheme_from_dataset_json",
+    "scheme_from_names",
     "training_transforms",
     "validation_transforms",
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "list_schemes",
     "regions_to_labels",
     "scheme_from_dataset_json",
+    "scheme_from_names",
 ]
 
 Array = np.ndarray | torch.Tensor
@@ -207,6 +208,19 @@ def get_scheme(name: str | LabelScheme) -> LabelScheme:
         return _SCHEMES[name]
     except KeyError:
         raise KeyError(f"unknown label scheme {name!r}; known schemes: {', '.join(list_schemes())}") from None
+
+
+def scheme_from_names(names: Sequence[str], name: str = "custom") -> LabelScheme:
+    """An exclusive-class scheme whose label values are the positions of ``names`` (background first):
+    ``["background", "lesion"]`` gives 0 -> background, 1 -> lesion.
+
+    Raises:
+        ValueError: If the names are empty, repeated, or do not start with the background.
+    """
+    names = [n.strip() for n in names]
+    if len(names) < 2 or len(set(names)) != len(names) or not all(names):
+        raise ValueError(f"labels {names!r}: expected two or more distinct names, the background (value 0) first")
+    return LabelScheme(name, f"{name}: labels given by name, values 0..{len(names) - 1}", dict(enumerate(names)))
 
 
 def scheme_from_dataset_json(dataset: Mapping[str, Any], name: str = "dataset") -> LabelScheme:
