@@ -1,11 +1,14 @@
-"""Whole-case inference, file to file: medseg-zoo's Predictor against a MONAI pipeline doing the same job.
+"""Whole-case inference, file to file: medseg-zoo's Predictor (torch, and ONNX Runtime on the exported network)
+against a MONAI pipeline doing the same job.
 
 Both read the same 4 x 240 x 240 x 155 NIfTI (a synthetic BraTS-size case), reorient to RAS, resample to
 1.5 x 1.5 x 2.0 mm, normalise, run sliding-window inference with the same network and weights (roi 128x128x64,
 overlap 0.5, Gaussian blending, one window per forward pass: MONAI's default and the Predictor's), bring the
 sigmoid outputs back to the input grid, threshold them and write an msd_task01 label map. MONAI's side is
 LoadImaged, EnsureChannelFirstd, Orientationd, Spacingd, NormalizeIntensityd, sliding_window_inference,
-Activationsd, Invertd, AsDiscreted, SaveImage. Runs alternate.
+Activationsd, Invertd, AsDiscreted, SaveImage. The ONNX Runtime row runs the same Predictor pipeline around the
+network exported by `medseg_zoo.export.export_model`. Runs alternate; each pipeline's peak memory (RSS) is measured
+once more in a fresh process of its own.
 
 A second part measures peak memory (RSS) of predicting a 1 x 512 x 512 x 400 volume with 14 classes, in a fresh
 process.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -48,9 +52,11 @@ from safetensors.torch import load_file
 import medseg_zoo as mz
 from _report import publish
 from medseg_zoo.data.synthetic import make_case
+from medseg_zoo.export import export_model
 from medseg_zoo.transforms import regions_to_labels
 
 SHAPE = (240, 240, 155)
+CHANNELS = ["FLAIR", "T1w", "T1gd", "T2w"]  # the synthetic generator's order, MSD Task01's
 BRATS_AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239], [0, 0, 1.0, 0], [0, 0, 0, 1]])  # LPS, 1 mm
 
 
@@ -148,6 +154,35 @@ print(json.dumps({{"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_m
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def pipelines(model: torch.nn.Module, case: Path, exported: Path) -> dict[str, Callable[[Path], None]]:
+    """Each pipeline as a function of its output path."""
+    fp32, default = mz.Predictor(model, amp=False), mz.Predictor(model)
+    onnxruntime = mz.Predictor(str(exported))
+    return {
+        "MONAI pipeline (fp32)": lambda out: monai_pipeline(model, case, out),
+        "medseg-zoo Predictor (fp32)": lambda out: fp32(case, out, channels=CHANNELS),
+        "medseg-zoo Predictor (default: bf16 autocast)": lambda out: default(case, out, channels=CHANNELS),
+        "medseg-zoo Predictor, ONNX Runtime (fp32)": lambda out: onnxruntime(case, out, channels=CHANNELS),
+    }
+
+
+def _model(name: str, weights: Path | None) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = mz.create_model(name).eval()
+    if weights:
+        model.load_state_dict(load_file(weights))
+    return model
+
+
+def peak_rss(args: argparse.Namespace, name: str, case: Path, exported: Path, out: Path) -> float:
+    """Peak RSS in GiB of one run of pipeline ``name`` in a fresh process (model, input and output included)."""
+    command = [sys.executable, __file__, "--model", args.model, "--peak", name, "--case", str(case)]
+    command += ["--exported", str(exported), "--peak-output", str(out)]
+    command += ["--weights", str(args.weights)] if args.weights else []
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per pipeline")
@@ -155,30 +190,34 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, help="safetensors state dict for the model (see fit_synthetic.py)")
     parser.add_argument("--output", type=Path, help="markdown file whose 'inference' section gets the table")
     parser.add_argument("--skip-memory", action="store_true", help="skip the 512x512x400 memory run")
+    parser.add_argument("--peak", help=argparse.SUPPRESS)  # internal: run one pipeline once, print its peak RSS
+    parser.add_argument("--case", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--exported", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--peak-output", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    torch.manual_seed(0)
-    model = mz.create_model(args.model).eval()
-    if args.weights:
-        model.load_state_dict(load_file(args.weights))
+    model = _model(args.model, args.weights)
+    if args.peak:
+        pipelines(model, args.case, args.exported)[args.peak](args.peak_output)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+        return
     tmp = Path(tempfile.mkdtemp(prefix="medseg-bench-"))
     path = write_case(tmp, SHAPE)
+    exported = tmp / f"{args.model}.onnx"
+    export_report = export_model(model, exported)
+    print(export_report)
 
-    fp32, default = mz.Predictor(model, amp=False), mz.Predictor(model)
-    runs = {
-        "MONAI pipeline (fp32)": lambda out: monai_pipeline(model, path, out),
-        "medseg-zoo Predictor (fp32)": lambda out: fp32(path, out),
-        "medseg-zoo Predictor (default: bf16 autocast)": lambda out: default(path, out),
-    }
+    runs = pipelines(model, path, exported)
     outputs = {name: tmp / f"out_{i}.nii.gz" for i, name in enumerate(runs)}
     times = alternate(runs, outputs, args.repeats)
+    peaks = {name: peak_rss(args, name, path, exported, tmp / "peak.nii.gz") for name in runs}
 
     reference = nib.load(outputs["MONAI pipeline (fp32)"])
     ref = np.asarray(reference.dataobj)
     base = statistics.median(times["MONAI pipeline (fp32)"])
     rows = [
-        "| pipeline | median s | fastest s | speed-up | voxels equal to MONAI's | same grid and affine |",
-        "|---|---:|---:|---:|---:|---|",
+        "| pipeline | median s | fastest s | speed-up | peak RSS GiB | voxels equal to MONAI's | same grid, affine |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for name in runs:
         img = nib.load(outputs[name])
@@ -186,7 +225,8 @@ def main() -> None:
         same_grid = data.shape == ref.shape and np.allclose(img.affine, nib.load(path).affine)
         med = statistics.median(times[name])
         rows.append(
-            f"| {name} | {med:.1f} | {min(times[name]):.1f} | {base / med:.2f}x | {100 * (data == ref).mean():.3f} % "
+            f"| {name} | {med:.1f} | {min(times[name]):.1f} | {base / med:.2f}x | {peaks[name]:.2f} "
+            f"| {100 * (data == ref).mean():.3f} % "
             f"| {'yes' if same_grid else 'NO'} |"
         )
     weights = (
@@ -199,7 +239,10 @@ def main() -> None:
         "## Whole-case inference, file to file (CPU)",
         "",
         f"One synthetic BraTS-size case (4 x {' x '.join(map(str, SHAPE))}, LPS 1 mm) through `{args.model}` "
-        f"({weights}), {args.repeats} alternating runs each. Label maps are compared voxel by voxel.",
+        f"({weights}), {args.repeats} alternating runs each. Label maps are compared voxel by voxel. The ONNX "
+        "file was exported and checked by `export_model`: "
+        + "; ".join(f"{c.input} max |exported - eager| {c.max_abs_diff:.1e}" for c in export_report.checks)
+        + ".",
         "",
         *rows,
     ]

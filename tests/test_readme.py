@@ -82,6 +82,7 @@ PAGES = [
     "api/data.md",
     "api/training.md",
     "api/inference.md",
+    "api/export.md",
     "api/hub.md",
 ]
 

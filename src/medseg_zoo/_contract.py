@@ -306,6 +306,25 @@ class ModelConfig:
         return out
 
 
+def tuples(value: Any) -> Any:
+    """JSON lists back to the tuples a configuration holds (nested ones too)."""
+    return tuple(tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def contract_from_dict(fields: Mapping[str, Any]) -> TaskContract:
+    """A contract from its ``dataclasses.asdict`` form read back from JSON (a data set's own scheme included).
+
+    Raises:
+        TypeError, ValueError, AttributeError: For fields that do not make a contract.
+    """
+    from medseg_zoo.transforms.labels import LabelScheme
+
+    values = {k: tuples(v) for k, v in fields.items()}
+    if isinstance(values.get("label_scheme"), dict):  # a data set's own scheme, saved whole
+        values["label_scheme"] = LabelScheme.from_dict(values["label_scheme"])
+    return TaskContract(**values)
+
+
 def config_of(model: object, expected: str = "a model") -> ModelConfig:
     """The configuration a zoo model carries as ``pretrained_cfg``.
 

@@ -11,7 +11,6 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -19,10 +18,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medseg_zoo._atomic import atomic_folder, atomic_write
-from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource, config_of
+from medseg_zoo._contract import ModelConfig, WeightSource, config_of, contract_from_dict, tuples
 from medseg_zoo._registry import get_config
 from medseg_zoo.errors import InvalidOverrideError, LicenseError, MedsegZooError, forbids_derivatives
-from medseg_zoo.transforms.labels import LabelScheme
 
 __all__ = ["CheckpointError", "HubError", "from_pretrained", "model_card", "push_to_hub", "save_pretrained"]
 
@@ -182,10 +180,6 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
     return atomic_folder(out, write)
 
 
-def _tuples(value: Any) -> Any:
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
 def _hub_folder(
     spec: str, cache_dir: str | os.PathLike | None, token: str | bool | None, local_files_only: bool
 ) -> Path:
@@ -235,11 +229,8 @@ def from_pretrained(
             raise CheckpointError(f"{path}: not found; a checkpoint folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
     try:
         info = json.loads(config_path.read_text())
-        fields = {k: _tuples(v) for k, v in info["contract"].items()}
-        if isinstance(fields.get("label_scheme"), dict):  # a data set's own scheme, saved whole
-            fields["label_scheme"] = LabelScheme.from_dict(fields["label_scheme"])
-        contract = TaskContract(**fields)
-        name, model_args = info["name"], {k: _tuples(v) for k, v in info["model_args"].items()}
+        contract = contract_from_dict(info["contract"])
+        name, model_args = info["name"], {k: tuples(v) for k, v in info["model_args"].items()}
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{config_path}: not a medseg-zoo config ({type(exc).__name__}: {exc})") from None
     if not isinstance(name, str):

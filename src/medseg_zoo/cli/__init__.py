@@ -7,6 +7,7 @@ Examples:
     medseg-zoo train --model unet_brats --data Task01_BrainTumour --output runs/unet
     medseg-zoo evaluate --checkpoint runs/unet/best --data Task01_BrainTumour
     medseg-zoo predict --checkpoint runs/unet/best -i imagesTs/ -o predictions/
+    medseg-zoo export --checkpoint runs/unet/best -o unet.onnx
     medseg-zoo download segresnet_brats
     medseg-zoo convert --from monai-bundle brats_mri_segmentation --model segresnet_brats --to out/
     medseg-zoo push out/ my-org/segresnet-brats
@@ -20,7 +21,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from medseg_zoo.cli import data, demo, models, predict, train
+from medseg_zoo.cli import data, demo, export, models, predict, train
 from medseg_zoo.cli.models import model_table
 from medseg_zoo.data.checks import DataCheckError
 from medseg_zoo.data.discovery import DataSetError
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Examples: medseg-zoo list 'unetr*'   medseg-zoo demo   medseg-zoo train --help",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (models, data, train, predict, demo):
+    for module in (models, data, train, predict, export, demo):
         module.add_commands(sub)
     return parser
 

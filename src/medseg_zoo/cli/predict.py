@@ -135,6 +135,7 @@ def _predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from medseg_zoo._device import process
+    from medseg_zoo.export import EXPORT_FORMATS
     from medseg_zoo.hub import from_pretrained
     from medseg_zoo.inference import InputError, Predictor, load_volume, save_nifti
 
@@ -144,8 +145,21 @@ def _predict(args: argparse.Namespace) -> int:
     # Under torchrun each process takes every world-th case: each case is written by exactly one process.
     mine = list(zip(cases, outputs, strict=True))[me.rank :: me.world]
     amp = args.amp
-    model = from_pretrained(args.checkpoint) if args.checkpoint else create_ensemble(args.model, pretrained=True)
-    predictor = Predictor(model, device=device, overlap=args.overlap, tta=args.tta, amp=amp, progress=len(cases) == 1)
+    if args.checkpoint and args.checkpoint.endswith(tuple(EXPORT_FORMATS)):
+        model = args.checkpoint  # an exported file, loaded by the Predictor for its backend
+    elif args.checkpoint:
+        model = from_pretrained(args.checkpoint)
+    else:
+        model = create_ensemble(args.model, pretrained=True)
+    predictor = Predictor(
+        model,
+        backend=args.backend,
+        device=device,
+        overlap=args.overlap,
+        tta=args.tta,
+        amp=amp,
+        progress=len(cases) == 1,
+    )
     todo = []
     for case, out in mine:
         if args.skip_existing and out.exists():
@@ -183,6 +197,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         epilog="Examples: medseg-zoo predict --checkpoint runs/unetr/best -i case.nii.gz -o seg.nii.gz\n"
         "          medseg-zoo predict -m segresnet_brats -i case.nii.gz --channels FLAIR,T1w,T1gd,T2w -o seg.nii.gz\n"
         "          medseg-zoo predict --checkpoint runs/unetr/best -i imagesTs/ -o predictions/ --tta\n"
+        "          medseg-zoo predict --checkpoint unetr.onnx --backend onnxruntime -i imagesTs/ -o predictions/\n"
         "          medseg-zoo predict --checkpoint runs/unetr/best -i FLAIR=f.nii.gz T1w=t1.nii.gz T1gd=t1c.nii.gz "
         "T2w=t2.nii.gz -o seg.nii.gz\n"
         "          torchrun --nproc-per-node 4 -m medseg_zoo predict --checkpoint runs/unetr/best -i imagesTs/ "
@@ -193,7 +208,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     source.add_argument(
         "-m", "--model", help="registered model with published weights (an ensemble's members are averaged)"
     )
-    source.add_argument("--checkpoint", help="folder written by save_pretrained or medseg-zoo train (RUN/best)")
+    source.add_argument(
+        "--checkpoint",
+        help="folder written by save_pretrained or medseg-zoo train (RUN/best), or a file from medseg-zoo export "
+        "(.onnx, .pt2)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["torch", "onnxruntime"],
+        help="what runs the network (default: torch for models and .pt2 files, onnxruntime for .onnx files)",
+    )
     p.add_argument(
         "-i",
         "--inputs",

@@ -19,6 +19,8 @@ from torch import nn
 
 from medseg_zoo._contract import config_of
 from medseg_zoo._device import amp_dtype, resolve_device
+from medseg_zoo.errors import InvalidArgumentError
+from medseg_zoo.export import Backend, ExportedModel
 from medseg_zoo.inference.io import InputError, Inputs, Volume, check_output, input_paths, load_volume, save_nifti
 from medseg_zoo.inference.sliding import sliding_window_stream
 from medseg_zoo.transforms.labels import get_scheme, regions_to_labels
@@ -39,7 +41,10 @@ class Predictor:
 
     Args:
         models: A model from `medseg_zoo.create_model` / `medseg_zoo.from_pretrained`, or several
-            with the same contract (their probabilities are averaged).
+            with the same contract (their probabilities are averaged); or the path of a file written by
+            `medseg_zoo.export.export_model` (``.onnx``, ``.pt2``), or several.
+        backend: What runs the network: ``"torch"`` (zoo models and ``.pt2`` files) or ``"onnxruntime"`` (``.onnx``
+            files); by default the one the model or file needs. Every other step of the pipeline is the same.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         overlap: Sliding-window overlap, in [0, 1).
         blend: ``"gaussian"`` or ``"constant"`` blending of overlapping windows.
@@ -49,7 +54,7 @@ class Predictor:
         amp: Mixed precision: ``None`` picks bf16 on CUDA and on CPUs with native bf16, else off; ``True``
             or ``False`` force it; ``"bf16"`` / ``"fp16"`` pick the type. bf16 can flip labels where a
             probability lies within ~0.01 of the decision (measured in ``docs/benchmarks.md``); pass ``False``
-            for fp32 results.
+            for fp32 results. Exported files run in float32 (``None`` means off for them).
         aggregation_device: Where the whole volume is worked on: preprocessed, its window outputs blended,
             resampled back to the input grid and decided (default: ``device``, so a case crosses to the GPU once
             and comes back as labels; ``"cpu"`` saves GPU memory on large volumes). The blending buffer is one
@@ -59,8 +64,9 @@ class Predictor:
 
     def __init__(
         self,
-        models: nn.Module | Sequence[nn.Module],
+        models: nn.Module | str | os.PathLike | Sequence[nn.Module | str | os.PathLike],
         *,
+        backend: Backend | None = None,
         device: str | torch.device = "auto",
         overlap: float = 0.5,
         blend: Literal["gaussian", "constant"] = "gaussian",
@@ -70,9 +76,7 @@ class Predictor:
         aggregation_device: str | torch.device | None = None,
         progress: bool = False,
     ) -> None:
-        self.models = list(models) if isinstance(models, Sequence) else [models]
-        if not self.models:
-            raise ValueError("Predictor needs at least one model")
+        self.models = _load(models, backend)
         self.contract = config_of(self.models[0]).contract
         for other in self.models[1:]:
             c = config_of(other).contract
@@ -96,7 +100,12 @@ class Predictor:
             tta,
             progress,
         )
-        self.amp_dtype = amp_dtype(self.device, amp, cpu_auto=True)
+        exported = [m for m in self.models if isinstance(m, ExportedModel)]
+        if exported and amp not in (None, False, "auto", "off"):
+            raise InvalidArgumentError(
+                f"amp={amp!r}: {exported[0].path} runs in the float32 it was exported in; leave amp unset"
+            )
+        self.amp_dtype = None if exported else amp_dtype(self.device, amp, cpu_auto=True)
         for model in self.models:
             model.to(self.device).eval()
         self.preprocess = Compose(preprocessing_transforms(self.contract, with_label=False, load=False))
@@ -293,6 +302,30 @@ class Predictor:
         return img
 
 
+def _load(
+    models: nn.Module | str | os.PathLike | Sequence[nn.Module | str | os.PathLike], backend: Backend | None
+) -> list[nn.Module]:
+    """The models, exported files loaded, each checked to run on ``backend``."""
+    from medseg_zoo.export import ExportedModel, load_exported
+
+    given = list(models) if isinstance(models, Sequence) and not isinstance(models, str) else [models]
+    if not given:
+        raise ValueError("Predictor needs at least one model")
+    if backend not in (None, "torch", "onnxruntime"):
+        raise InvalidArgumentError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
+    loaded = [load_exported(m, backend=backend) if isinstance(m, str | os.PathLike) else m for m in given]
+    for model in loaded:
+        config_of(model)
+        runs_on = model.backend if isinstance(model, ExportedModel) else "torch"
+        if backend is not None and runs_on != backend:
+            raise InvalidArgumentError(
+                f"backend={backend!r}, but {config_of(model).name} runs on {runs_on!r}; for ONNX Runtime, export "
+                "the model first (medseg_zoo.export.export_model or `medseg-zoo export`) and pass "
+                "the .onnx file"
+            )
+    return loaded
+
+
 def _warn_without_signal(volume: Volume, channels: Sequence[str]) -> None:
     """Warn about channels that hold one value everywhere (an all-zero file, say): the labels of such an input
     mean nothing, however confident they look."""
@@ -309,7 +342,7 @@ def _warn_without_signal(volume: Volume, channels: Sequence[str]) -> None:
 
 
 def predict(
-    model: nn.Module | Sequence[nn.Module],
+    model: nn.Module | str | os.PathLike | Sequence[nn.Module | str | os.PathLike],
     inputs: Inputs,
     output: str | os.PathLike | None = None,
     *,
@@ -320,13 +353,13 @@ def predict(
     """Predict one case with a model (or an ensemble) and return / write it on the input's grid.
 
     Args:
-        model: One model or several with the same contract.
+        model: One model or several with the same contract, or exported files (``.onnx``, ``.pt2``).
         inputs: ``{channel name: path}`` (recommended: the names map the files to the model's channels, T1gd to T1c
             and so on); a 4-D NIfTI path with ``channels``; or ``(array (C, X, Y, Z), affine)`` in the model's order.
         output: NIfTI path to write (atomically).
         kind: ``"labels"`` (uint8, the contract's label scheme), ``"regions"`` or ``"probabilities"``.
         channels: A 4-D file's channel names in the file's order, e.g. ``["FLAIR", "T1w", "T1gd", "T2w"]`` for MSD
             Task01 (required when the model reads several channels).
-        **options: `Predictor` options (``device``, ``overlap``, ``tta``, ``amp``, ...).
+        **options: `Predictor` options (``backend``, ``device``, ``overlap``, ``tta``, ``amp``, ...).
     """
     return Predictor(model, **options)(inputs, output, kind=kind, channels=channels)

@@ -72,11 +72,15 @@ class PatchEmbed3d(nn.Module):
                 f"{tuple(x.shape)}; pad the volume to {padded} (or crop it)"
             )
         grid = tuple(s // p for s in x.shape[2:])
+        b, c = x.shape[:2]
+        d, h, w = grid
+        # Patches flattened with plain reshapes (they trace for export, where einops' rearrange does not).
+        blocks = x.reshape(b, c, d, p, h, p, w, p)
         if self.proj_type == "conv":  # one product over flattened patches: faster than a strided conv on the CPU
-            patches = rearrange(x, "b c (d i) (h j) (w k) -> b (d h w) (c i j k)", i=p, j=p, k=p)
+            patches = blocks.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, d * h * w, c * p**3)  # (c i j k)
             tokens = linear(patches, self.proj.weight.flatten(1), self.proj.bias)
         else:
-            patches = rearrange(x, "b c (d i) (h j) (w k) -> b (d h w) (i j k c)", i=p, j=p, k=p)
+            patches = blocks.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(b, d * h * w, p**3 * c)  # (i j k c)
             tokens = linear(patches, self.proj.weight, self.proj.bias)
         return self.dropout(tokens + self.position_embedding(grid))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from einops import rearrange
 from torch import nn
 
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
@@ -133,12 +132,13 @@ class UNETR(nn.Module):
         # an accurate fused path for it (see medseg_zoo.layers.norm_act). Values are the same in either layout.
         cpu_layout = self.channels_last_on_cpu and x.device.type == "cpu"
         layout = torch.channels_last_3d if cpu_layout else torch.contiguous_format
-        x = x.as_subclass(torch.Tensor)  # MONAI MetaTensors would make every map a view (see norm_act)
+        if cpu_layout:  # MONAI MetaTensors would make every map a view, which the fused norms must copy
+            x = x.as_subclass(torch.Tensor)
         if torch.is_autocast_enabled(x.device.type):  # cast once: the stem and the patch embedding share it
             x = x.to(torch.get_autocast_dtype(x.device.type))
         d, h, w = (s // PATCH_SIZE for s in x.shape[2:])
         hidden = self.encoder(self.patch_embed(x))
-        z3, z6, z9, z12 = (rearrange(t, "b (d h w) c -> b c d h w", d=d, h=h, w=w) for t in hidden)
+        z3, z6, z9, z12 = (t.transpose(1, 2).reshape(t.shape[0], t.shape[2], d, h, w) for t in hidden)
         skips = [self.stem(x.contiguous(memory_format=layout)), self.skips[0](z3), self.skips[1](z6), self.skips[2](z9)]
         y = z12.contiguous(memory_format=layout)
         for decoder, skip in zip(self.decoders, reversed(skips), strict=True):
