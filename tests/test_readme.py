@@ -82,6 +82,7 @@ PAGES = [
     "api/data.md",
     "api/training.md",
     "api/inference.md",
+    "api/dicom.md",
     "api/export.md",
     "api/hub.md",
 ]
@@ -102,6 +103,7 @@ def docs_world(hub, tmp_path, monkeypatch):
 
     from medseg_zoo.data import make_dataset
     from tests.convert.test_pretraining_sources import TINY_SWIN, swin_ssl_file
+    from tests.inference.dicom_series import write_series
 
     torch.manual_seed(0)
     bundle = SegResNet(blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1), init_filters=16, in_channels=4, out_channels=3)
@@ -119,6 +121,8 @@ def docs_world(hub, tmp_path, monkeypatch):
     for name, channel in zip(("f", "t1", "t1c", "t2"), range(4), strict=True):
         nib.save(nib.Nifti1Image(image[..., channel], affine), f"{name}.nii.gz")
     nib.save(nib.Nifti1Image(image[..., 0], affine), "flair.nii.gz")
+    for channel, name in enumerate(("FLAIR", "T1w", "T1gd", "T2w")):  # the case as a DICOM series per channel
+        write_series(Path("dicom/case_0001") / name, image[..., channel].astype(np.float32), affine, study_uid="1.2.3")
     Path("imagesTs").mkdir()
     for i in range(2):
         nib.save(nib.Nifti1Image(make_case((32, 32, 32), seed=20 + i)[0], affine), f"imagesTs/case_{i}.nii.gz")

@@ -31,18 +31,25 @@ def _cases(inputs: list[str]) -> list[tuple[str, object]]:
             raise InputError(f"mix of NAME=path channel inputs and plain inputs: {inputs}; give one case's channels")
         mapping = dict(item.split("=", 1) for item in channel_items)
         for path in map(Path, mapping.values()):
-            if not path.is_file():
-                raise InputError(f"{path}: file not found")
+            if not path.exists():
+                raise InputError(f"{path}: not found")
         first = Path(next(iter(mapping.values())))
+        if first.is_dir():  # one DICOM series per channel: the case is named after the folder above them
+            return [(first.resolve().parent.name, mapping)]
         return [(re.sub(r"_\d{4}$", "", _stem(first)), mapping)]  # nnU-Net's CASE_0000 names the case CASE
     cases = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.name.endswith((".nii.gz", ".nii")))
-            if not files:
-                raise InputError(f"{path}: folder holds no .nii or .nii.gz files")
-            cases += [(_stem(p), p) for p in files]
+            if files:
+                cases += [(_stem(p), p) for p in files]
+                continue
+            from medseg_zoo.inference.dicom import find_series
+
+            if not find_series(path):
+                raise InputError(f"{path}: folder holds no .nii or .nii.gz files and no DICOM series")
+            cases.append((path.resolve().name, path))  # a DICOM series folder is one case
         elif not path.is_file():
             raise InputError(f"{path}: file not found")
         else:
@@ -50,23 +57,24 @@ def _cases(inputs: list[str]) -> list[tuple[str, object]]:
     return cases
 
 
-def _outputs(cases: list[tuple[str, object]], output: str) -> list[Path]:
+def _outputs(cases: list[tuple[str, object]], output: str, output_type: str = "nifti") -> list[Path]:
     """One output path per case, refused before any work when ambiguous, clashing or replacing an input."""
     from medseg_zoo.errors import OutputError
-    from medseg_zoo.inference.io import NIFTI_SUFFIXES, check_output, input_paths
+    from medseg_zoo.inference.io import OUTPUT_SUFFIXES
 
+    suffixes = OUTPUT_SUFFIXES[output_type]
     target = Path(output)
-    single = target.name.endswith(NIFTI_SUFFIXES)
+    single = target.name.endswith(suffixes)
     if single and len(cases) > 1:
         raise OutputError(
             f"-o {output} names one file but there are {len(cases)} inputs ({', '.join(n for n, _ in cases[:4])}"
             f"{', ...' if len(cases) > 4 else ''}); give a folder for -o"
         )
     if not single and target.suffix and not target.is_dir():
-        raise OutputError(f"-o {output}: expected a .nii.gz / .nii file name for one input, or a folder")
+        raise OutputError(f"-o {output}: expected a {' / '.join(suffixes)} file name for one input, or a folder")
     if target.exists() and not target.is_dir() and not single:
         raise OutputError(f"-o {output} is a file; expected a folder for several inputs")
-    outputs = [target] if single else [target / f"{name}.nii.gz" for name, _ in cases]
+    outputs = [target] if single else [target / f"{name}{suffixes[0]}" for name, _ in cases]
     seen: dict[Path, str] = {}
     for (_, inputs), out in zip(cases, outputs, strict=True):
         key = out.resolve()
@@ -76,9 +84,6 @@ def _outputs(cases: list[tuple[str, object]], output: str) -> list[Path]:
                 "them into different folders"
             )
         seen[key] = _describe(inputs)
-    every_input = [p for _, inputs in cases for p in input_paths(inputs)]
-    for out in outputs:
-        check_output(out, every_input)
     return outputs
 
 
@@ -137,10 +142,11 @@ def _predict(args: argparse.Namespace) -> int:
     from medseg_zoo._device import process
     from medseg_zoo.export import EXPORT_FORMATS
     from medseg_zoo.hub import from_pretrained
-    from medseg_zoo.inference import InputError, Predictor, load_volume, save_nifti
+    from medseg_zoo.inference import InputError, Predictor, load_volume
+    from medseg_zoo.inference.io import input_paths
 
     cases = _cases(args.inputs)
-    outputs = _outputs(cases, args.output)  # every process checks all of them: nothing starts unless all are fine
+    outputs = _outputs(cases, args.output, args.output_type)
     me, device = process(args.device)
     # Under torchrun each process takes every world-th case: each case is written by exactly one process.
     mine = list(zip(cases, outputs, strict=True))[me.rank :: me.world]
@@ -160,6 +166,10 @@ def _predict(args: argparse.Namespace) -> int:
         amp=amp,
         progress=len(cases) == 1,
     )
+    every_input = [p for _, inputs in cases for p in input_paths(inputs)]
+    request = {"kind": args.kind, "output_type": args.output_type, "statistics": args.statistics}
+    for out in outputs:  # every process checks all of them: nothing starts unless all are fine
+        predictor.check_request(out, every_input, **request)
     todo = []
     for case, out in mine:
         if args.skip_existing and out.exists():
@@ -167,7 +177,12 @@ def _predict(args: argparse.Namespace) -> int:
         else:
             todo.append((case, out))
     ahead = {"auto": predictor.device.type != "cpu", "on": True, "off": False}[args.read_ahead]
-    load = partial(load_volume, channels=predictor.contract.in_channels, file_channels=_file_channels(args))
+    load = partial(
+        load_volume,
+        channels=predictor.contract.in_channels,
+        file_channels=_file_channels(args),
+        series_uid=args.series_uid,
+    )
     failed = []
     volumes = _volumes(todo, load, ahead and len(todo) > 1)
     bar = tqdm(
@@ -177,7 +192,9 @@ def _predict(args: argparse.Namespace) -> int:
         try:
             if isinstance(volume, InputError):
                 raise volume
-            save_nifti(predictor.predict_volume(volume, args.kind), volume, out)
+            predictor.check_volume(volume, args.output_type)
+            data = predictor.predict_volume(volume, args.kind)
+            predictor.save(data, volume, out, output_type=args.output_type, statistics=args.statistics)
         except InputError as exc:  # one bad case does not stop the others
             failed.append(f"{name}: {exc}")
             continue
@@ -198,6 +215,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "          medseg-zoo predict -m segresnet_brats -i case.nii.gz --channels FLAIR,T1w,T1gd,T2w -o seg.nii.gz\n"
         "          medseg-zoo predict --checkpoint runs/unetr/best -i imagesTs/ -o predictions/ --tta\n"
         "          medseg-zoo predict --checkpoint unetr.onnx --backend onnxruntime -i imagesTs/ -o predictions/\n"
+        "          medseg-zoo predict --checkpoint runs/unetr/best -i FLAIR=dicom/flair T1w=dicom/t1 T1gd=dicom/t1c "
+        "T2w=dicom/t2 --output-type dicom-seg --statistics -o seg.dcm\n"
         "          medseg-zoo predict --checkpoint runs/unetr/best -i FLAIR=f.nii.gz T1w=t1.nii.gz T1gd=t1c.nii.gz "
         "T2w=t2.nii.gz -o seg.nii.gz\n"
         "          torchrun --nproc-per-node 4 -m medseg_zoo predict --checkpoint runs/unetr/best -i imagesTs/ "
@@ -221,9 +240,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-i",
         "--inputs",
+        "--input",
         nargs="+",
+        action="extend",
         required=True,
-        help="4-D NIfTI files, folders of them, or NAME=path for each channel of one case",
+        help="4-D NIfTI files, folders of them, a DICOM series folder, or NAME=path (a file or a series folder) "
+        "for each channel of one case; may be repeated (--input FLAIR=dirA --input T1w=dirB ...)",
+    )
+    p.add_argument("--series-uid", help="the series to read from a DICOM folder holding several")
+    p.add_argument(
+        "--output-type",
+        choices=["nifti", "dicom-seg"],
+        default="nifti",
+        help="nifti (default), or dicom-seg: a DICOM Segmentation referencing the input series (labels only)",
+    )
+    p.add_argument(
+        "--statistics",
+        action="store_true",
+        help="also write per-structure volume (ml), voxel count and intensity statistics as JSON beside each output",
     )
     p.add_argument("-o", "--output", required=True, help="output .nii.gz for one case, else a folder")
     p.add_argument("--kind", choices=["labels", "regions", "probabilities"], default="labels")

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import nibabel as nib
 import numpy as np
@@ -17,11 +17,15 @@ from medseg_zoo._contract import channel_order, is_generic
 from medseg_zoo._guard import check_output_file
 from medseg_zoo.errors import MedsegZooError
 
+if TYPE_CHECKING:
+    from medseg_zoo.inference.dicom import DicomSeries
+
 __all__ = ["InputError", "Inputs", "Volume", "check_output", "input_paths", "load_volume", "save_nifti"]
 
 AFFINE_TOLERANCE_MM = 1e-3
 
 Inputs = str | os.PathLike | Mapping[str, str | os.PathLike] | tuple[Any, Any]
+OutputType = Literal["nifti", "dicom-seg"]
 
 
 class InputError(MedsegZooError, ValueError):
@@ -35,31 +39,45 @@ class Volume:
     Attributes:
         data: ``(C, X, Y, Z)`` float32 intensities, channels in the model's order (possibly a strided view).
         affine: 4x4 voxel-to-world (RAS mm) matrix.
-        header: The NIfTI header of the (first) input file, kept for the output; ``None`` for arrays.
+        header: The NIfTI header of the (first) input file, kept for the output; ``None`` for arrays and DICOM.
         source: What the volume was read from, for messages.
+        series: The (first) DICOM series it was read from, which a DICOM Segmentation output references.
     """
 
     data: np.ndarray
     affine: np.ndarray
     header: nib.Nifti1Header | None
     source: str
+    series: DicomSeries | None = None
 
 
 def _check_path(path: Path) -> None:
-    if path.is_dir():
-        raise InputError(f"{path} is a folder; expected a NIfTI file (.nii.gz or .nii)")
     if not path.is_file():
         raise InputError(f"{path}: file not found")
 
 
-def _read(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+@dataclass
+class _Image:
+    data: np.ndarray
+    affine: np.ndarray
+    header: nib.Nifti1Header | None
+    series: DicomSeries | None
+
+
+def _read(path: Path, series_uid: str | None = None) -> _Image:
+    """A NIfTI file, or the DICOM series in a folder (`medseg_zoo.inference.dicom.read_series`)."""
+    if path.is_dir():
+        from medseg_zoo.inference.dicom import read_series
+
+        series = read_series(path, series_uid)
+        return _Image(series.data, series.affine, None, series)
     _check_path(path)
     try:
         img = nib.load(path)
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as exc:  # nibabel raises many types for truncated or corrupt files
         raise InputError(f"{path}: cannot read the image ({type(exc).__name__}: {exc})") from None
-    return data, img
+    return _Image(data, img.affine, img.header, None)
 
 
 def _check_affine(affine: np.ndarray, source: str) -> None:
@@ -78,22 +96,29 @@ def _finite(data: np.ndarray, source: str) -> None:
         raise InputError(f"{source}: {int(bad.sum())} NaN/inf voxel(s); expected finite intensities")
 
 
-def load_volume(inputs: Inputs, channels: Sequence[str], file_channels: Sequence[str] | None = None) -> Volume:
+def load_volume(
+    inputs: Inputs,
+    channels: Sequence[str],
+    file_channels: Sequence[str] | None = None,
+    series_uid: str | None = None,
+) -> Volume:
     """Read a prediction input and check it against the model's input channels.
 
     Args:
-        inputs: ``{channel name: 3-D NIfTI path}`` for every channel of the model (the recommended form); a 4-D
-            NIfTI path (channels last); or ``(array, affine)`` with a ``(C, X, Y, Z)`` numpy/torch array in the
-            model's channel order.
+        inputs: ``{channel name: 3-D NIfTI path or DICOM series folder}`` for every channel of the model (the
+            recommended form); a 4-D NIfTI path (channels last); a DICOM series folder for a one-channel model; or
+            ``(array, affine)`` with a ``(C, X, Y, Z)`` numpy/torch array in the model's channel order.
         channels: The model's input channel names, in order.
         file_channels: The names of a 4-D file's channels, in the file's order (an MSD Task01 file: FLAIR, T1w,
             T1gd, T2w). Required when the model reads several channels: they are put in the model's order by name
             (T1gd is T1c, T1w is T1, T2w is T2, ...).
+        series_uid: The series to read from a DICOM folder holding several.
 
     Raises:
         InputError: Unreadable or truncated file, wrong channel count or names, a 4-D file without its channel
-            names for a model of several channels, 3-D where 4-D is needed, mismatched grids, NaN/inf voxels. The
-            message names the file and what was expected.
+            names for a model of several channels, 3-D where 4-D is needed, mismatched grids, NaN/inf voxels, a
+            DICOM series that `medseg_zoo.inference.dicom.read_series` refuses. The message names the file and what
+            was expected.
     """
     names = ", ".join(channels)
     expected = "a 4-D NIfTI path, {channel name: path} or an (array, affine) tuple"
@@ -133,25 +158,47 @@ def load_volume(inputs: Inputs, channels: Sequence[str], file_channels: Sequence
         first = None
         for name in channels:
             path = Path(inputs[name])
-            data, img = _read(path)
+            img = _read(path)
+            data = img.data
             if data.ndim != 3:
                 raise InputError(f"{path}: channel {name} has shape {data.shape}; expected a 3-D image")
             if first is None:
                 first = (path, img)
-            elif data.shape != first[1].shape or not np.allclose(img.affine, first[1].affine, atol=AFFINE_TOLERANCE_MM):
+            elif data.shape != first[1].data.shape or not np.allclose(
+                img.affine, first[1].affine, atol=AFFINE_TOLERANCE_MM
+            ):
                 raise InputError(
-                    f"{path}: grid {data.shape} differs from {first[0]} {first[1].shape} (shape or affine); "
+                    f"{path}: grid {data.shape} differs from {first[0]} {first[1].data.shape} (shape or affine); "
                     "every channel must share one grid"
                 )
             _finite(data, str(path))
             arrays.append(data)
         _check_affine(first[1].affine, str(first[0]))
-        return Volume(np.stack(arrays), first[1].affine, first[1].header.copy(), str(first[0]))
+        header = first[1].header.copy() if first[1].header is not None else None
+        return Volume(np.stack(arrays), first[1].affine, header, str(first[0]), first[1].series)
 
     path = Path(inputs)
+    if path.is_dir():
+        from medseg_zoo.inference.dicom import find_series
+
+        if any(p.name.endswith(NIFTI_SUFFIXES) for p in path.iterdir()) or not find_series(path):
+            raise InputError(
+                f"{path} is a folder; expected a NIfTI file (.nii.gz or .nii) or a folder holding a DICOM series (one "
+                "case per call: medseg-zoo predict -i FOLDER predicts a folder of NIfTI cases)"
+            )
+        if len(channels) != 1:
+            raise InputError(
+                f"{path}: a DICOM series is one channel; the model reads {len(channels)} ({names}): give one series "
+                "folder per channel, {name: folder} (medseg-zoo predict -i FLAIR=dirA T1w=dirB ...)"
+            )
+        img = _read(path, series_uid)
+        _check_affine(img.affine, str(path))
+        _finite(img.data, str(path))
+        return Volume(img.data[None], img.affine, None, str(path), img.series)
     _check_path(path)
     order = _file_order(path, channels, file_channels)
-    data, img = _read(path)
+    img = _read(path)
+    data = img.data
     if data.ndim == 3 and len(channels) == 1:
         data = data[..., None]
     if data.ndim != 4 or data.shape[3] != len(channels):
@@ -223,11 +270,18 @@ def input_paths(inputs: Inputs) -> list[Path]:
     return []
 
 
-def check_output(output: str | os.PathLike, inputs: Sequence[Path] = ()) -> Path:
-    """Refuse, before any work, an output path that would replace an input, is not a NIfTI file name, is a
-    folder, or cannot be written (`medseg_zoo._guard.check_output_file`).
+OUTPUT_SUFFIXES = {"nifti": NIFTI_SUFFIXES, "dicom-seg": (".dcm",)}
+
+
+def check_output(output: str | os.PathLike, inputs: Sequence[Path] = (), output_type: OutputType = "nifti") -> Path:
+    """Refuse, before any work, an output path that would replace an input or lie inside an input folder (a DICOM
+    series), is not a NIfTI (or, for ``"dicom-seg"``, ``.dcm``) file name, is a folder, or cannot be written
+    (`medseg_zoo._guard.check_output_file`).
 
     Raises:
         OutputError: Naming the path and what was expected.
     """
-    return check_output_file(output, suffixes=NIFTI_SUFFIXES, reads=inputs)
+    folders = {f"the input series {p}": p for p in inputs if p.is_dir()}
+    return check_output_file(
+        output, suffixes=OUTPUT_SUFFIXES[output_type], reads=[p for p in inputs if not p.is_dir()], protected=folders
+    )

@@ -4,10 +4,12 @@ inference with optional flip test-time augmentation and model ensembles, and the
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import nibabel as nib
@@ -17,12 +19,25 @@ from monai.data import MetaTensor
 from monai.transforms import Compose
 from torch import nn
 
+from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import config_of
 from medseg_zoo._device import amp_dtype, resolve_device
+from medseg_zoo._guard import check_output_file
 from medseg_zoo.errors import InvalidArgumentError
 from medseg_zoo.export import Backend, ExportedModel
-from medseg_zoo.inference.io import InputError, Inputs, Volume, check_output, input_paths, load_volume, save_nifti
+from medseg_zoo.inference.io import (
+    NIFTI_SUFFIXES,
+    InputError,
+    Inputs,
+    OutputType,
+    Volume,
+    check_output,
+    input_paths,
+    load_volume,
+    save_nifti,
+)
 from medseg_zoo.inference.sliding import sliding_window_stream
+from medseg_zoo.inference.statistics import segmentation_statistics
 from medseg_zoo.transforms.labels import get_scheme, regions_to_labels
 from medseg_zoo.transforms.presets import preprocessing_transforms
 from medseg_zoo.transforms.resample import resample_parallel
@@ -269,37 +284,125 @@ class Predictor:
         *,
         kind: Output = "labels",
         channels: Sequence[str] | None = None,
+        series_uid: str | None = None,
+        output_type: OutputType = "nifti",
+        statistics: bool = False,
     ) -> nib.Nifti1Image:
         """Predict one case; write it to ``output`` (atomically) if given.
 
         Args:
-            inputs: See `medseg_zoo.inference.io.load_volume`.
+            inputs: See `medseg_zoo.inference.io.load_volume`: NIfTI files, DICOM series folders, arrays.
+            output: The file to write: NIfTI (``.nii.gz``/``.nii``), or a DICOM Segmentation (``.dcm``) with
+                ``output_type="dicom-seg"``; refused before any work if it is an input, a folder, of another
+                suffix, or not writable.
+            kind: ``"labels"``, ``"regions"`` or ``"probabilities"``.
             channels: A 4-D file's channel names in the file's order (required for a model of several channels;
                 they are put in the model's order by name).
-            output: NIfTI path to write; refused before any work if it is an input, a folder, not a
-                ``.nii``/``.nii.gz`` name, or not writable.
-            kind: ``"labels"``, ``"regions"`` or ``"probabilities"``.
+            series_uid: The series to read from a DICOM folder holding several.
+            output_type: ``"nifti"``, or ``"dicom-seg"`` (DICOM input and labels only): one segment per structure of
+                the label scheme, referencing the source series.
+            statistics: Also write per-structure volume (ml), voxel count and per-channel intensity statistics as
+                JSON beside ``output`` (``seg.nii.gz`` -> ``seg_statistics.json``); labels only.
 
         Returns:
             The prediction as a NIfTI image on the input's grid, with the input's affine and header.
 
         Raises:
-            InputError: A bad input (the message names the file and what was expected).
-            OutputError: An output that is an input, a folder, not a NIfTI name, or not writable.
+            InputError: A bad input (the message names the file and what was expected), or a DICOM Segmentation
+                asked for an input that is not a DICOM series.
+            OutputError: An output that is an input, a folder, of the wrong suffix, or not writable.
         """
-        if kind not in ("labels", "probabilities", "regions"):
-            raise ValueError(f"kind must be 'labels', 'probabilities' or 'regions', got {kind!r}")
-        if output is not None:
-            check_output(output, input_paths(inputs))
-        volume = load_volume(inputs, self.contract.in_channels, channels)
+        reads = input_paths(inputs)
+        self.check_request(output, reads, kind=kind, output_type=output_type, statistics=statistics)
+        volume = load_volume(inputs, self.contract.in_channels, channels, series_uid)
+        self.check_volume(volume, output_type)
         data = self.predict_volume(volume, kind)
         if output is not None:
-            save_nifti(data, volume, output)
+            self.save(data, volume, output, output_type=output_type, statistics=statistics)
         header = volume.header.copy() if volume.header is not None else None
         img = nib.Nifti1Image(data, volume.affine, header=header)
         img.set_data_dtype(data.dtype)
         img.header.set_slope_inter(np.nan, np.nan)
         return img
+
+    def check_request(
+        self,
+        output: str | os.PathLike | None,
+        reads: Sequence[Path] = (),
+        *,
+        kind: Output = "labels",
+        output_type: OutputType = "nifti",
+        statistics: bool = False,
+    ) -> None:
+        """Refuse, before any work, a request that cannot be written: an unknown kind or output type, a DICOM
+        Segmentation or statistics of anything but labels or for a model without label names, an output (or its
+        statistics file) that is an input, lies in an input series, has the wrong suffix or cannot be written.
+
+        Raises:
+            ValueError: A request that cannot be met.
+            OutputError: An output that must not be written.
+        """
+        if kind not in ("labels", "probabilities", "regions"):
+            raise ValueError(f"kind must be 'labels', 'probabilities' or 'regions', got {kind!r}")
+        if output_type not in ("nifti", "dicom-seg"):
+            raise ValueError(f"output_type must be 'nifti' or 'dicom-seg', got {output_type!r}")
+        if (output_type == "dicom-seg" or statistics) and kind != "labels":
+            raise ValueError(f"a DICOM Segmentation and statistics describe labels; got kind={kind!r}")
+        if (output_type == "dicom-seg" or statistics) and self.contract.label_scheme is None:
+            raise ValueError("the model's contract names no label scheme: its structures have no names to report")
+        if statistics and output is None:
+            raise ValueError("statistics are written beside the output: give an output path")
+        if output is not None:
+            check_output(output, reads, output_type)
+            if statistics:
+                folders = {f"the input series {p}": p for p in reads if p.is_dir()}
+                check_output_file(statistics_path(output), suffixes=(".json",), reads=reads, protected=folders)
+
+    @staticmethod
+    def check_volume(volume: Volume, output_type: OutputType) -> None:
+        """Refuse a DICOM Segmentation of an input that is not a DICOM series (before any inference).
+
+        Raises:
+            InputError: Naming the input.
+        """
+        if output_type == "dicom-seg" and volume.series is None:
+            raise InputError(
+                f"{volume.source}: a DICOM Segmentation references the DICOM series it segments; this input is not "
+                "one (write NIfTI for NIfTI inputs)"
+            )
+
+    def save(
+        self,
+        data: np.ndarray,
+        volume: Volume,
+        output: str | os.PathLike,
+        *,
+        output_type: OutputType = "nifti",
+        statistics: bool = False,
+    ) -> None:
+        """Write a prediction of `predict_volume` (atomically): NIfTI on the input's grid or a DICOM Segmentation
+        referencing the input series; with ``statistics``, its per-structure statistics as JSON beside it."""
+        scheme = get_scheme(self.contract.label_scheme) if self.contract.label_scheme else None
+        if output_type == "dicom-seg":
+            from medseg_zoo.inference.dicom import save_dicom_seg
+
+            structures = {v: n for v, n in scheme.labels.items() if v != 0}
+            save_dicom_seg(data, volume.series, output, structures, model_name=config_of(self.models[0]).name)
+        else:
+            save_nifti(data, volume, output)
+        if statistics:
+            report = segmentation_statistics(
+                data, volume.data, volume.affine, scheme.labels, self.contract.in_channels, scheme.regions
+            )
+            report = {"source": volume.source, "output": str(output), **report}
+            atomic_write(statistics_path(output), lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+
+
+def statistics_path(output: str | os.PathLike) -> Path:
+    """Where the statistics of an output go: ``seg.nii.gz`` -> ``seg_statistics.json``, beside it."""
+    path = Path(output)
+    stem = next((path.name[: -len(s)] for s in (*NIFTI_SUFFIXES, ".dcm") if path.name.endswith(s)), path.stem)
+    return path.with_name(f"{stem}_statistics.json")
 
 
 def _load(
@@ -348,6 +451,9 @@ def predict(
     *,
     kind: Output = "labels",
     channels: Sequence[str] | None = None,
+    series_uid: str | None = None,
+    output_type: OutputType = "nifti",
+    statistics: bool = False,
     **options: Any,
 ) -> nib.Nifti1Image:
     """Predict one case with a model (or an ensemble) and return / write it on the input's grid.
@@ -355,11 +461,23 @@ def predict(
     Args:
         model: One model or several with the same contract, or exported files (``.onnx``, ``.pt2``).
         inputs: ``{channel name: path}`` (recommended: the names map the files to the model's channels, T1gd to T1c
-            and so on); a 4-D NIfTI path with ``channels``; or ``(array (C, X, Y, Z), affine)`` in the model's order.
-        output: NIfTI path to write (atomically).
+            and so on; a path may be a DICOM series folder); a 4-D NIfTI path with ``channels``; a DICOM series
+            folder for a one-channel model; or ``(array (C, X, Y, Z), affine)`` in the model's order.
+        output: NIfTI path to write (atomically), or ``.dcm`` with ``output_type="dicom-seg"``.
         kind: ``"labels"`` (uint8, the contract's label scheme), ``"regions"`` or ``"probabilities"``.
         channels: A 4-D file's channel names in the file's order, e.g. ``["FLAIR", "T1w", "T1gd", "T2w"]`` for MSD
             Task01 (required when the model reads several channels).
+        series_uid: The series to read from a DICOM folder holding several.
+        output_type: ``"nifti"`` or ``"dicom-seg"`` (see `Predictor.__call__`).
+        statistics: Write per-structure statistics as JSON beside the output (see `Predictor.__call__`).
         **options: `Predictor` options (``backend``, ``device``, ``overlap``, ``tta``, ``amp``, ...).
     """
-    return Predictor(model, **options)(inputs, output, kind=kind, channels=channels)
+    return Predictor(model, **options)(
+        inputs,
+        output,
+        kind=kind,
+        channels=channels,
+        series_uid=series_uid,
+        output_type=output_type,
+        statistics=statistics,
+    )
