@@ -3,9 +3,10 @@
 1. Pretrain ``resenc_l_openmind``'s architecture (at a small width) on synthetic BraTS-like set A.
 2. Save it in nnssl's published layout (``checkpoint_final.pth`` of ``dynamic_network_architectures``' ResEnc U-Net,
    with ``network_weights``), as OpenMind's checkpoints are.
-3. On a different synthetic set B (other seed, few labelled cases), fine-tune twice for the same epochs with the
-   same settings: from that file (`medseg_zoo.convert_checkpoint` with format ``nnssl``: the encoder loaded, the
-   decoder fresh, exactly as ``create_model("resenc_l_openmind", pretrained=True)`` would) and from scratch.
+3. On a different synthetic set B (other seed, few labelled cases), fine-tune for the same epochs with the same
+   settings: from scratch, and from that file (`medseg_zoo.convert_checkpoint` with format ``nnssl``: the encoder
+   loaded, the decoder fresh, exactly as ``create_model("resenc_l_openmind", pretrained=True)`` would), once
+   training everything from the first epoch and once with the encoder frozen for the first epochs.
 
     python benchmarks/bench_transfer.py --output docs/benchmarks.md
 """
@@ -64,10 +65,16 @@ def save_nnssl(model: nn.Module, path: Path) -> None:
     )
 
 
-def _fit(model: nn.Module, data: Path, output: Path, epochs: int, seed: int) -> tuple[float, float]:
+def _fit(model: nn.Module, data: Path, output: Path, epochs: int, seed: int, freeze: int = 0) -> tuple[float, float]:
     # pretrained_lr_scale: loaded parameters learn at a tenth of the rate (fresh ones, and a scratch run's, at 1e-2)
     config = TrainConfig(
-        output=str(output), epochs=epochs, val_every=epochs, seed=seed, progress=False, pretrained_lr_scale=0.1
+        output=str(output),
+        epochs=epochs,
+        val_every=epochs,
+        seed=seed,
+        progress=False,
+        pretrained_lr_scale=0.1,
+        freeze_encoder_epochs=freeze,
     )
     start = time.perf_counter()
     history = Trainer(model, data, config).fit()
@@ -79,6 +86,7 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=12, help="fine-tuning epochs on set B")
     parser.add_argument("--seeds", type=int, default=3, help="fine-tuning runs of each start")
+    parser.add_argument("--freeze", type=int, default=4, help="epochs the frozen-encoder start keeps it frozen")
     parser.add_argument("--output", type=Path, help="markdown file whose 'transfer' section gets the table")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,20 +98,22 @@ def main() -> None:
         save_nnssl(mz.from_pretrained(work / "pretrain" / "last"), checkpoint)
         rows = []
         for seed in range(args.seeds):
-            torch.manual_seed(seed)
-            start = mz.convert_checkpoint(checkpoint, "nnssl", "resenc_l_openmind", in_channels=CHANNELS,
-                                          label_scheme="msd_task01", roi_size=64, **WIDTHS)  # fmt: skip
-            loaded = len(start.load_report.loaded)
-            tuned = _fit(start, set_b, work / f"pretrained{seed}", args.epochs, seed)
             scratch = _fit(_model(seed), set_b, work / f"scratch{seed}", args.epochs, seed)
-            rows.append((seed, tuned, scratch, loaded))
+            dice = [scratch[0]]
+            for freeze in (0, args.freeze):
+                torch.manual_seed(seed)
+                start = mz.convert_checkpoint(checkpoint, "nnssl", "resenc_l_openmind", in_channels=CHANNELS,
+                                              label_scheme="msd_task01", roi_size=64, **WIDTHS)  # fmt: skip
+                loaded = len(start.load_report.loaded)
+                dice.append(_fit(start, set_b, work / f"pretrained{seed}-{freeze}", args.epochs, seed, freeze)[0])
+            rows.append(dice)
+    means = [sum(column) / len(rows) for column in zip(*rows, strict=True)]
     table = [
-        "| seed | from the pretrained encoder: mean Dice | from scratch: mean Dice | difference |",
+        f"| seed | from scratch | pretrained encoder | pretrained encoder, frozen for {args.freeze} epochs |",
         "|---:|---:|---:|---:|",
-        *(f"| {s} | {t[0]:.3f} | {f[0]:.3f} | {t[0] - f[0]:+.3f} |" for s, t, f, _ in rows),
+        *(f"| {seed} | " + " | ".join(f"{d:.3f}" for d in dice) + " |" for seed, dice in enumerate(rows)),
+        "| mean | " + " | ".join(f"**{m:.3f}**" for m in means) + " |",
     ]
-    mean_tuned = sum(r[1][0] for r in rows) / len(rows)
-    mean_scratch = sum(r[2][0] for r in rows) / len(rows)
     publish(
         [
             "## Transfer from a pretrained encoder (CPU)",
@@ -112,11 +122,10 @@ def main() -> None:
             f"{pretrained_dice:.3f}, {pretrain_seconds:.0f} s). Set B: 8 other cases (seed 23; 6 train, 2 "
             f"validate), {args.epochs} epochs, the Trainer's defaults (AdamW 1e-2, cosine) with "
             "`pretrained_lr_scale=0.1` for both starts (it slows only loaded parameters). The pretrained start loads "
-            f"{rows[0][3]} encoder tensors from the nnssl-layout file; its decoder and head start fresh.",
+            f"{loaded} encoder tensors from the nnssl-layout file; its decoder and head start fresh. Validation "
+            "mean Dice after the last epoch:",
             "",
             *table,
-            "",
-            f"Mean over seeds: {mean_tuned:.3f} from the pretrained encoder, {mean_scratch:.3f} from scratch.",
         ],
         args.output,
         "transfer",
