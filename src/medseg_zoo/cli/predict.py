@@ -165,6 +165,7 @@ def _predict(args: argparse.Namespace) -> int:
         tta=args.tta,
         amp=amp,
         progress=len(cases) == 1,
+        compile=args.compile,
     )
     every_input = [p for _, inputs in cases for p in input_paths(inputs)]
     request = {"kind": args.kind, "output_type": args.output_type, "statistics": args.statistics}
@@ -264,6 +265,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-existing", action="store_true", help="leave outputs that exist (resume a long batch)")
     p.add_argument("--tta", action="store_true", help="average over the 8 flips (8x slower)")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default 0.5)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (pays off over many windows)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument(
         "--read-ahead",

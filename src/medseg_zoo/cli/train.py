@@ -161,6 +161,8 @@ def _train(args: argparse.Namespace) -> int:
     given = {name: getattr(args, name) for name in _CONFIG_OPTIONS if getattr(args, name) is not None}
     if args.no_progress:
         given["progress"] = False
+    if args.compile:
+        given["compile"] = True
     given["output"] = args.output
     if args.resume:
         config, dataset, model = _resume_config(args, given)
@@ -321,6 +323,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its last epoch")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --output")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or epoch lines")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the training step and validation (faster on GPUs after a warm-up)",
+    )
     p.set_defaults(func=_train)
 
     p = sub.add_parser(

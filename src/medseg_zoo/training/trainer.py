@@ -387,6 +387,8 @@ class Trainer:
             if self.world > 1
             else self.model
         )
+        if config.compile:  # the parameters stay the model's: checkpoints and the optimizer see no wrapper
+            self.network = torch.compile(self.network)
 
     def _start_logging(self) -> None:
         logger.setLevel(logging.INFO)
@@ -693,7 +695,9 @@ class Trainer:
         `Predictor` runs them); cases are shared out among processes."""
         start = time.perf_counter()
         mode = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
-        predictor = Predictor(self.model, device=self.device, amp=mode, overlap=self.config.overlap)
+        predictor = Predictor(
+            self.model, device=self.device, amp=mode, overlap=self.config.overlap, compile=self.config.compile
+        )
         channels = list(self.contract.out_channels)
         scored = foreground(channels, self.scheme)
         index = [channels.index(c) for c in scored]
