@@ -20,8 +20,8 @@ process.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -58,6 +58,15 @@ from medseg_zoo.transforms import regions_to_labels
 SHAPE = (240, 240, 155)
 CHANNELS = ["FLAIR", "T1w", "T1gd", "T2w"]  # the synthetic generator's order, MSD Task01's
 BRATS_AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239], [0, 0, 1.0, 0], [0, 0, 0, 1]])  # LPS, 1 mm
+
+
+def peak_gib() -> float:
+    """This process's peak resident memory in GiB: VmHWM, which starts afresh at exec. (``ru_maxrss`` does not: a
+    child started from a large process inherits the parent's peak, which made every pipeline read the same.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def write_case(folder: Path, shape: tuple[int, int, int]) -> Path:
@@ -134,7 +143,7 @@ def memory_run(folder: Path) -> dict:
     nib.save(nib.Nifti1Image(image, np.eye(4)), folder / "big.nii")  # written here, not counted there
     del image
     script = f"""
-import json, resource, time
+import json, time
 import nibabel as nib, numpy as np, torch
 import medseg_zoo as mz
 path = "{folder}/big.nii"
@@ -147,22 +156,29 @@ start = time.perf_counter()
 mz.predict(model, path, "{folder}/big_seg.nii.gz", overlap=0.25, amp=False)
 seconds = time.perf_counter() - start
 out = nib.load("{folder}/big_seg.nii.gz")
-print(json.dumps({{"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+status = open("/proc/self/status").read().split("VmHWM:")[1].split()
+print(json.dumps({{"peak_rss_gib": int(status[0]) / 2**20,
                   "seconds": seconds, "shape": list(out.shape), "dtype": str(out.get_data_dtype())}}))
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def pipelines(model: torch.nn.Module, case: Path, exported: Path) -> dict[str, Callable[[Path], None]]:
-    """Each pipeline as a function of its output path."""
-    fp32, default = mz.Predictor(model, amp=False), mz.Predictor(model)
-    onnxruntime = mz.Predictor(str(exported))
+def pipelines(model: torch.nn.Module | None, case: Path, exported: Path) -> dict[str, Callable[[Path], None]]:
+    """Each pipeline as a function of its output path; its predictor is made on first use, so a process that runs one
+    pipeline holds only what that pipeline needs (the ONNX Runtime one no torch model: ``model`` may be ``None``)."""
+
+    @functools.cache
+    def predictor(kind: str) -> mz.Predictor:
+        if kind == "onnxruntime":
+            return mz.Predictor(str(exported))
+        return mz.Predictor(model, amp=False) if kind == "fp32" else mz.Predictor(model)
+
     return {
         "MONAI pipeline (fp32)": lambda out: monai_pipeline(model, case, out),
-        "medseg-zoo Predictor (fp32)": lambda out: fp32(case, out, channels=CHANNELS),
-        "medseg-zoo Predictor (default: bf16 autocast)": lambda out: default(case, out, channels=CHANNELS),
-        "medseg-zoo Predictor, ONNX Runtime (fp32)": lambda out: onnxruntime(case, out, channels=CHANNELS),
+        "medseg-zoo Predictor (fp32)": lambda out: predictor("fp32")(case, out, channels=CHANNELS),
+        "medseg-zoo Predictor (default: bf16 autocast)": lambda out: predictor("default")(case, out, channels=CHANNELS),
+        "medseg-zoo Predictor, ONNX Runtime (fp32)": lambda out: predictor("onnxruntime")(case, out, channels=CHANNELS),
     }
 
 
@@ -196,11 +212,12 @@ def main() -> None:
     parser.add_argument("--peak-output", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    model = _model(args.model, args.weights)
     if args.peak:
+        model = None if "ONNX" in args.peak else _model(args.model, args.weights)
         pipelines(model, args.case, args.exported)[args.peak](args.peak_output)
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+        print(peak_gib())
         return
+    model = _model(args.model, args.weights)
     tmp = Path(tempfile.mkdtemp(prefix="medseg-bench-"))
     path = write_case(tmp, SHAPE)
     exported = tmp / f"{args.model}.onnx"
