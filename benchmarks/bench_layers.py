@@ -6,8 +6,6 @@ Forward + backward (input and weight gradients) at the sizes unetr_brats meets i
 - ``Linear`` against ``nn.Linear`` on the transformer's token products (256 tokens);
 - ``norm_act`` (fused instance norm + LeakyReLU) on a channels-last map against ``InstanceNorm3d`` then
   ``LeakyReLU`` on the default layout (torch's channels-last instance norm loses precision, see the notes);
-- ``PointwiseConv3d`` against ``nn.Conv3d(kernel_size=1)`` on the default layout;
-- ``SameConv3d`` against ``nn.Conv3d(kernel_size=3, padding=1)``, both channels-last (the decoder's layout);
 - the whole ``unet_brats`` network (MONAI's UNet run channels-last with fused norm + PReLU blocks) against
   MONAI's ``UNet`` with the same weights, on a training batch of 2.
 
@@ -28,7 +26,7 @@ from torch import nn
 
 import medseg_zoo as mz
 from _report import publish
-from medseg_zoo.layers import Linear, conv3d, norm_act
+from medseg_zoo.layers import Linear, norm_act
 
 CL = torch.channels_last_3d
 Run = Callable[[torch.Tensor], torch.Tensor]
@@ -64,17 +62,6 @@ def cases() -> list[tuple[str, str, Run, Run, torch.Tensor, torch.Tensor]]:
 
         name = "norm_act (instance norm + LeakyReLU)" if slope else "norm_act (instance norm)"
         out.append((name, "16 x 128 x 128 x 64", lambda t, f=ref: f(t * 1), ours, x, x.contiguous(memory_format=CL)))
-    for kernel, cin, cout, where, layout in [
-        (1, 32, 16, "decoder shortcut", torch.contiguous_format),
-        (1, 16, 3, "head", torch.contiguous_format),
-        (3, 32, 16, "decoder, after the concatenation", CL),
-        (3, 16, 16, "decoder and stem, second", CL),
-    ]:
-        ours = conv3d(cin, cout, kernel)  # PointwiseConv3d, SameConv3d
-        ref = nn.Conv3d(cin, cout, kernel, padding=kernel // 2)
-        ref.load_state_dict(ours.state_dict())
-        x = torch.randn(1, cin, 128, 128, 64).contiguous(memory_format=layout)
-        out.append((f"{type(ours).__name__} ({where})", f"{cin} -> {cout} at 128 x 128 x 64", ref, ours, x, x))
     monai_unet = UNet(3, 4, 3, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2)
     zoo_unet = mz.create_model("unet_brats")
     zoo_unet.load_state_dict(monai_unet.state_dict())

@@ -115,7 +115,12 @@ def preprocessing_transforms(
     """
     contract = _contract(source)
     keys = [IMAGE, LABEL] if with_label else [IMAGE]
-    steps: list[MapTransform] = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys)] if load else []
+    # nibabel reads the NIfTI files data sets hold; MONAI's default would also set up its other readers, whose DICOM
+    # one logs a warning about a GPU decoder each time when pydicom is installed (the [dicom] extra).
+    reader = "NibabelReader"
+    steps: list[MapTransform] = (
+        [LoadImaged(keys, image_only=True, reader=reader), EnsureChannelFirstd(keys)] if load else []
+    )
     if contract.orientation is not None:
         ras = (("L", "R"), ("P", "A"), ("I", "S"))
         # Lazy when a resampling follows: SeparableSpacingd folds the flips into its own pass.
