@@ -56,6 +56,10 @@ class TrainingError(MedsegZooError, RuntimeError):
     """Training cannot start or go on: bad data or settings, a run folder in the way, a NaN loss."""
 
 
+class MissingExtraError(MedsegZooError, ImportError):
+    """A feature whose optional dependencies are not installed; the message names the extra to install."""
+
+
 class LicenseError(MedsegZooError, PermissionError):
     """An action the weights' licence does not allow (sharing a model derived from no-derivatives weights)."""
 

@@ -37,7 +37,7 @@ from torch import nn
 from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import ModelConfig, TaskContract, config_of, contract_from_dict
 from medseg_zoo._guard import check_output_file
-from medseg_zoo.errors import InvalidArgumentError, MedsegZooError, OutputError
+from medseg_zoo.errors import InvalidArgumentError, MedsegZooError, MissingExtraError, OutputError
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -407,7 +407,7 @@ def _write_onnx(program: torch.export.ExportedProgram, example: torch.Tensor, cf
     try:
         import onnxscript  # noqa: F401  (the dynamo exporter's dependency, missing without the extra)
     except ImportError:
-        raise ExportError(f"ONNX export needs onnx and onnxscript: {_INSTALL}") from None
+        raise MissingExtraError(f"ONNX export needs onnx and onnxscript: {_INSTALL}") from None
     with warnings.catch_warnings(), contextlib.redirect_stdout(open(os.devnull, "w")):
         warnings.simplefilter("ignore")
         onnx_program = torch.onnx.export(
@@ -517,7 +517,7 @@ def load_exported(path: str | os.PathLike, *, backend: Backend | None = None) ->
         try:
             import onnxruntime
         except ImportError:
-            raise ExportError(f"{path}: running ONNX files needs onnxruntime: {_INSTALL}") from None
+            raise MissingExtraError(f"{path}: running ONNX files needs onnxruntime: {_INSTALL}") from None
         try:
             session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's own exception types

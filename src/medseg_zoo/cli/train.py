@@ -193,19 +193,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     from medseg_zoo.data import check_dataset, discover
     from medseg_zoo.hub import from_pretrained
     from medseg_zoo.training import evaluate
+    from medseg_zoo.training.evaluation import sidecar_path
 
     dataset = discover(args.data, label_scheme=label_scheme(args))
+    split = args.split or ("val" if args.checkpoint else "all")
+    if args.predictions and split == "val":
+        raise TrainingError("--split val takes a run's validation cases from its checkpoint; with --predictions use "
+                            "--split all or test")  # fmt: skip
     if args.output:
         reads = [p for c in (*dataset.cases, *dataset.test) for p in (*c.images, *([c.label] if c.label else []))]
-        check_output_file(
-            args.output,
-            suffixes=(".csv",),
-            reads=reads,
-            protected={"the data set": dataset.root, "the checkpoint": args.checkpoint},
-            what="--output",
-        )
-    model = from_pretrained(args.checkpoint)
-    if args.split == "val":
+        folders = {"the data set": dataset.root, "the checkpoint": args.checkpoint, "the predictions": args.predictions}
+        protected = {name: folder for name, folder in folders.items() if folder}
+        for path, suffix in ((args.output, ".csv"), (sidecar_path(args.output), ".json")):
+            check_output_file(path, suffixes=(suffix,), reads=reads, protected=protected, what="--output")
+    if split == "val":
         run_path = Path(args.checkpoint).resolve().parent / "config.json"
         try:
             names = set(json.loads(run_path.read_text())["split"]["val"])
@@ -217,20 +218,25 @@ def _evaluate(args: argparse.Namespace) -> int:
         cases = [c for c in dataset.cases if c.name in names]
         if len(cases) != len(names):
             raise TrainingError(f"{args.data}: some validation cases of the run are missing: {sorted(names)}")
-    elif args.split == "test":
+    elif split == "test":
         cases = [c for c in dataset.test if c.label is not None]
         if not cases:
             raise TrainingError(f"{args.data}: no labelled test cases (imagesTs/ with labelsTs/)")
     else:
         cases = [c for c in dataset.cases if c.label is not None]
-    report = check_dataset(dataclasses.replace(dataset, cases=tuple(cases)), model)
-    report.raise_for_errors()
-    for problem in report.problems:
-        print(f"medseg-zoo: {problem}", file=sys.stderr)
+    if args.predictions:
+        source = args.predictions
+    else:
+        source = from_pretrained(args.checkpoint)
+        report = check_dataset(dataclasses.replace(dataset, cases=tuple(cases)), source)
+        report.raise_for_errors()
+        for problem in report.problems:
+            print(f"medseg-zoo: {problem}", file=sys.stderr)
     result = evaluate(
-        model,
+        source,
         cases,
         dataset.scheme,
+        metrics=args.metrics,
         device=args.device,
         amp=args.amp,
         progress=True,
@@ -332,16 +338,30 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "evaluate",
-        help="per-case and mean Dice / HD95 of a checkpoint on a data set, each case on its own grid",
-        epilog="Example: medseg-zoo evaluate --checkpoint runs/unet/best --data Task01_BrainTumour --output dice.csv",
+        help="per-case and mean Dice / HD95 (or BraTS lesion-wise metrics) of a checkpoint, or of prediction files, "
+        "on a data set, each case on its own grid",
+        epilog="Examples: medseg-zoo evaluate --checkpoint runs/unet/best --data Task01_BrainTumour --output dice.csv\n"
+        "          medseg-zoo evaluate --predictions predictions/ --data Task01_BrainTumour --metrics brats\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--checkpoint", required=True, help="model folder (RUN/best, RUN/last, save_pretrained)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="model folder (RUN/best, RUN/last, save_pretrained)")
+    source.add_argument(
+        "--predictions", help="folder of label maps <case>.nii.gz written by any tool, scored without a model"
+    )
     p.add_argument("--data", required=True, help="data set folder")
     p.add_argument(
         "--split",
         choices=["val", "test", "all"],
-        default="val",
-        help="val: the run's validation cases; test: imagesTs with labelsTs; all: every labelled case",
+        help="val: the run's validation cases (the default with --checkpoint); test: imagesTs with labelsTs; all: "
+        "every labelled case (the default with --predictions)",
+    )
+    p.add_argument(
+        "--metrics",
+        choices=["default", "brats"],
+        default="default",
+        help="default: Dice and HD95; brats: the BraTS challenges' lesion-wise and global Dice, NSD and HD95 "
+        "(panoptica: pip install 'medseg-zoo[brats]')",
     )
     add_label_options(p)
     p.add_argument("--output", help="CSV file for the table")

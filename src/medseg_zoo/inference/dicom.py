@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg_zoo.errors import MedsegZooError
+from medseg_zoo.errors import MissingExtraError
 
 __all__ = ["DicomSeries", "find_series", "read_dicom_seg", "read_series", "save_dicom_seg"]
 
@@ -31,7 +31,7 @@ def _pydicom() -> Any:
     try:
         import pydicom
     except ImportError:
-        raise MedsegZooError(f"reading DICOM needs pydicom: {_INSTALL}") from None
+        raise MissingExtraError(f"reading DICOM needs pydicom: {_INSTALL}") from None
     return pydicom
 
 
@@ -279,7 +279,10 @@ def save_dicom_seg(
             from 1 in order of value.
         model_name: Recorded as the algorithm and the manufacturer's model name.
     """
-    import highdicom as hd
+    try:
+        import highdicom as hd
+    except ImportError:
+        raise MissingExtraError(f"writing DICOM Segmentations needs highdicom: {_INSTALL}") from None
     from pydicom.sr.codedict import codes
 
     from medseg_zoo import __version__
