@@ -15,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,20 @@ def _normalize(contract: TaskContract) -> list[MapTransform]:
     return [NormalizeIntensityd(IMAGE, nonzero=True), ScaleIntensityd(IMAGE, minv=float(low), maxv=float(high))]
 
 
+def _load_images(keys: list[str]) -> LoadImaged:
+    """``LoadImaged`` without the note MONAI's GPU DICOM reader logs and warns each time it is set up where pydicom is
+    installed without nvImageCodec (MONAI sets up every reader it has, whichever is asked for); data sets are NIfTI."""
+    plugin = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+    level = plugin.level
+    plugin.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+            return LoadImaged(keys, image_only=True)
+    finally:
+        plugin.setLevel(level)
+
+
 def preprocessing_transforms(
     source: TaskContract | nn.Module,
     *,
@@ -115,12 +131,7 @@ def preprocessing_transforms(
     """
     contract = _contract(source)
     keys = [IMAGE, LABEL] if with_label else [IMAGE]
-    # nibabel reads the NIfTI files data sets hold; MONAI's default would also set up its other readers, whose DICOM
-    # one logs a warning about a GPU decoder each time when pydicom is installed (the [dicom] extra).
-    reader = "NibabelReader"
-    steps: list[MapTransform] = (
-        [LoadImaged(keys, image_only=True, reader=reader), EnsureChannelFirstd(keys)] if load else []
-    )
+    steps: list[MapTransform] = [_load_images(keys), EnsureChannelFirstd(keys)] if load else []
     if contract.orientation is not None:
         ras = (("L", "R"), ("P", "A"), ("I", "S"))
         # Lazy when a resampling follows: SeparableSpacingd folds the flips into its own pass.
