@@ -162,6 +162,15 @@ def test_cli_errors_exit_2_with_the_message(argv, message, tmp_path, capsys, mon
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("command", [["train", "--model", "unet_brats", "--data", "."], ["export", "-m", "unet_brats"]])
+def test_a_roi_of_two_numbers_is_refused_not_read_as_a_cube(command, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--output", str(tmp_path / "out"), "--roi-size", "32", "64"])
+    assert exit_.value.code == 2
+    assert "--roi-size takes one number (a cube) or three, got 2: [32, 64]" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_roi_larger_than_every_volume_is_said(tiny_data, tmp_path):
     trainer = Trainer(tiny_model(roi_size=(64, 64, 64)), tiny_data, tiny_config(tmp_path / "run"))
     assert any("roi 64x64x64 is larger than every training volume on the model grid" in w for w in trainer.warnings)

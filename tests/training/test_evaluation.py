@@ -212,3 +212,28 @@ def test_a_models_written_predictions_score_as_the_model_does(tiny_data, tmp_pat
     direct = evaluate(model, dataset.cases, dataset.scheme, amp=False, predictions=tmp_path / "p")
     from_files = evaluate(tmp_path / "p", dataset.cases, dataset.scheme)
     assert from_files.cases == direct.cases
+
+
+def test_an_existing_table_is_replaced_only_when_evaluate_wrote_it(scored, tmp_path, capsys, monkeypatch):
+    root, folder = scored
+    command = ["evaluate", "--predictions", str(folder), "--data", str(root)]
+    calls = []
+    monkeypatch.setattr("medseg_zoo.training.evaluate", lambda *a, **k: calls.append(a))
+    mine = tmp_path / "mine.csv"
+    mine.write_text("my,own,table\n")
+    (tmp_path / "notes.json").write_text("{}")
+    for target, overwrite in ((mine, []), (mine, ["--overwrite"]), (tmp_path / "notes.csv", ["--overwrite"])):
+        assert main([*command, "--output", str(target), *overwrite]) == 2
+        err = capsys.readouterr().err
+        assert "exists" in err and ("--overwrite" in err if not overwrite else "not an evaluation table" in err)
+    assert mine.read_text() == "my,own,table\n" and (tmp_path / "notes.json").read_text() == "{}"
+    assert not calls  # refused before anything was evaluated
+    monkeypatch.undo()
+
+    ours = tmp_path / "scores.csv"
+    assert main([*command, "--output", str(ours)]) == 0
+    assert main([*command, "--output", str(ours)]) == 2  # kept without --overwrite
+    assert main([*command, "--output", str(ours), "--overwrite"]) == 0
+    ours.write_text(ours.read_text() + "a note of mine\n")  # changed since: the user's now
+    assert main([*command, "--output", str(ours), "--overwrite"]) == 2
+    assert ours.read_text().endswith("a note of mine\n")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from medseg_zoo.cli.train import add_roi_option
+
 __all__ = ["add_commands"]
 
 
@@ -62,10 +64,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         choices=["onnx", "torch-export"],
         help="onnx (run by ONNX Runtime) or torch-export (a .pt2 program); default: from the output's suffix",
     )
-    p.add_argument(
-        "--roi-size",
-        type=lambda t: tuple(int(v) for v in t.replace("x", ",").split(",")),
-        help="window size the file takes, e.g. 128,128,64 (default: the model's roi)",
-    )
+    add_roi_option(p, "window size the file takes (default: the model's roi)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_export)

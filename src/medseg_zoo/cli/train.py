@@ -104,7 +104,7 @@ def _model(args: argparse.Namespace, dataset: Any) -> Any:
     elif outs is not None:
         kwargs["out_channels"] = outs
     if args.roi_size:
-        kwargs["roi_size"] = tuple(args.roi_size) if len(args.roi_size) == 3 else args.roi_size[0]
+        kwargs["roi_size"] = args.roi_size
     return create_model(args.model, pretrained=args.pretrained, **kwargs)
 
 
@@ -193,7 +193,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from medseg_zoo.data import check_dataset, discover
     from medseg_zoo.hub import from_pretrained
     from medseg_zoo.training import evaluate
-    from medseg_zoo.training.evaluation import sidecar_path
+    from medseg_zoo.training.evaluation import check_table_output, sidecar_path
 
     dataset = discover(args.data, label_scheme=label_scheme(args))
     split = args.split or ("val" if args.checkpoint else "all")
@@ -206,6 +206,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         protected = {name: folder for name, folder in folders.items() if folder}
         for path, suffix in ((args.output, ".csv"), (sidecar_path(args.output), ".json")):
             check_output_file(path, suffixes=(suffix,), reads=reads, protected=protected, what="--output")
+        check_table_output(args.output, overwrite=args.overwrite)
     if split == "val":
         run_path = Path(args.checkpoint).resolve().parent / "config.json"
         try:
@@ -244,8 +245,24 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     print(result)
     if args.output:
-        print(result.to_csv(args.output))
+        print(result.to_csv(args.output, overwrite=args.overwrite))
     return 0
+
+
+class _RoiSize(argparse.Action):
+    """One number for a cube or three: any other count is an error, never a silent cube of the first."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if len(values) not in (1, 3):
+            parser.error(f"{option_string} takes one number (a cube) or three, got {len(values)}: {values}")
+        setattr(namespace, self.dest, tuple(values) * (3 // len(values)))
+
+
+def add_roi_option(p: argparse.ArgumentParser, what: str) -> None:
+    """``--roi-size N`` or ``--roi-size X Y Z``, parsed to three integers."""
+    p.add_argument(
+        "--roi-size", type=int, nargs="+", action=_RoiSize, metavar="N", help=f"{what}: one number for a cube, or three"
+    )
 
 
 def add_label_options(p: argparse.ArgumentParser) -> None:
@@ -292,9 +309,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out-channels", type=_channels, help="'data': outputs and label scheme from the data set")
     add_label_options(p)
-    p.add_argument(
-        "--roi-size", type=int, nargs="+", metavar="N", help="patch size in voxels: one number for a cube, or three"
-    )
+    add_roi_option(p, "patch size in voxels")
     p.add_argument("--recipe", help="named settings: " + ", ".join(RECIPES))
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -364,7 +379,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "(panoptica: pip install 'medseg-zoo[brats]')",
     )
     add_label_options(p)
-    p.add_argument("--output", help="CSV file for the table")
+    p.add_argument("--output", help="CSV file for the table (and a .json sidecar beside it)")
+    p.add_argument("--overwrite", action="store_true", help="replace a table an earlier evaluate wrote there")
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--amp",

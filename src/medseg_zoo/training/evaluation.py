@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -19,13 +20,14 @@ from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import channel_order, config_of
 from medseg_zoo.data.checks import DataCheckError, check_cases
 from medseg_zoo.data.discovery import Case
+from medseg_zoo.errors import OutputError
 from medseg_zoo.inference.io import load_volume, save_nifti
 from medseg_zoo.inference.predictor import Predictor
 from medseg_zoo.metrics import BRATS_POLICY, EMPTY_POLICY, brats_evaluator, brats_metrics, dice, hd95
 from medseg_zoo.transforms.labels import LabelScheme, labels_to_regions, regions_to_labels
 from medseg_zoo.transforms.presets import data_scheme
 
-__all__ = ["Evaluation", "evaluate", "foreground"]
+__all__ = ["Evaluation", "check_table_output", "evaluate", "foreground"]
 
 
 def foreground(channels: Sequence[str], scheme: LabelScheme) -> list[str]:
@@ -72,15 +74,26 @@ class Evaluation:
         """The case rows followed by a ``mean`` row, every row with every column."""
         return [*self.cases, {"case": "mean", **self.mean}]
 
-    def to_csv(self, path: str | os.PathLike) -> Path:
+    def to_csv(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write `rows` as CSV and, beside it (``scores.csv`` -> ``scores.json``), what the numbers mean: the
-        metrics, units, empty-mask policy, label outputs and each case's voxel size; both atomically."""
+        metrics, units, empty-mask policy, label outputs and each case's voxel size; both atomically.
+
+        Args:
+            path: The ``.csv`` file.
+            overwrite: Replace a table written before by `to_csv` and unchanged since (its sidecar says so); any
+                other existing file is refused.
+
+        Raises:
+            OutputError: If the table or its sidecar exists and may not be replaced (see `check_table_output`).
+        """
+        target = check_table_output(path, overwrite=overwrite)
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(self.rows()[-1]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows())
-        target = Path(path)
         about = {
+            "format": _TABLE_FORMAT,
+            "table_sha256": hashlib.sha256(buffer.getvalue().encode()).hexdigest(),
             "metrics": self.metrics,
             "outputs": self.channels,
             "distances": "mm, on each case's own grid",
@@ -113,6 +126,42 @@ class Evaluation:
 def sidecar_path(csv_path: str | os.PathLike) -> Path:
     """Where `Evaluation.to_csv` says what its numbers mean: ``scores.csv`` -> ``scores.json``."""
     return Path(csv_path).with_suffix(".json")
+
+
+_TABLE_FORMAT = "medseg-zoo evaluation table"
+
+
+def _written_by_to_csv(path: Path) -> bool:
+    """Whether ``path`` and its sidecar are a pair `Evaluation.to_csv` wrote, the table unchanged since."""
+    try:
+        about = json.loads(sidecar_path(path).read_text())
+        return about.get("format") == _TABLE_FORMAT and about.get("table_sha256") == (
+            hashlib.sha256(path.read_bytes()).hexdigest()
+        )
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_table_output(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Refuse a results table whose ``.csv`` or ``.json`` sidecar exists, unless ``overwrite`` and the pair is
+    one `Evaluation.to_csv` wrote and nobody changed: a user's own file of that name is never replaced.
+
+    Raises:
+        OutputError: Naming the existing file and what to do.
+    """
+    target = Path(path)
+    existing = [p for p in (target, sidecar_path(target)) if p.exists()]
+    if not existing:
+        return target
+    names = " and ".join(str(p) for p in existing)
+    if not overwrite:
+        raise OutputError(f"{names} exists; pass --overwrite (overwrite=True) to replace an earlier evaluation table")
+    if not (target.is_file() and _written_by_to_csv(target)):
+        raise OutputError(
+            f"{names} exists and is not an evaluation table written by medseg-zoo (or was changed since): "
+            "refusing to replace it; choose another --output"
+        )
+    return target
 
 
 def _inputs(case: Case, channels: Sequence[str]) -> str | dict[str, str]:

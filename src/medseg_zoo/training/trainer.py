@@ -281,7 +281,7 @@ class Trainer:
             self.warnings.append(
                 f"warning: the roi {'x'.join(map(str, roi))} is larger than every training volume on the model grid "
                 f"(largest {'x'.join(f'{v:.0f}' for v in largest)}): crops are zero-padded to the roi; a "
-                "smaller roi trains faster (create_model(..., roi_size=...))"
+                "smaller roi trains faster (create_model(..., roi_size=...), or train --roi-size)"
             )
 
     def _read_run(self, cfg: Any) -> dict[str, Any]:
