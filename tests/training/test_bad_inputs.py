@@ -177,6 +177,13 @@ def test_a_roi_larger_than_every_volume_is_said(tiny_data, tmp_path):
     assert not any("roi" in w for w in Trainer(tiny_model(), tiny_data, tiny_config(tmp_path / "run")).warnings)
 
 
+def test_a_warm_up_as_long_as_the_run_is_said(tiny_data, tmp_path):
+    trainer = Trainer(tiny_model(), tiny_data, tiny_config(tmp_path / "run", epochs=3, warmup_epochs=3))
+    assert any("warmup_epochs=3 is not fewer than epochs=3" in w for w in trainer.warnings)
+    shorter = Trainer(tiny_model(), tiny_data, tiny_config(tmp_path / "run", epochs=3, warmup_epochs=2))
+    assert not any("warmup" in w for w in shorter.warnings)
+
+
 def test_data_warnings_reach_stderr_without_progress(tiny_data, tmp_path, capsys):
     root = _copy(tiny_data, tmp_path)
     _set_label(root / "labelsTr" / "BRATS_001.nii.gz", lambda d: np.zeros_like(d))

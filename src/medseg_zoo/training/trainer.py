@@ -225,6 +225,11 @@ class Trainer:
 
         self.train_cases, self.val_cases = self._split()
         self._check_roi()
+        if config.warmup_epochs >= config.epochs:
+            self.warnings.append(
+                f"warning: warmup_epochs={config.warmup_epochs} is not fewer than epochs={config.epochs}: the learning "
+                f"rate never reaches lr={config.lr:g}; use fewer warm-up epochs (--warmup-epochs) or more epochs"
+            )
         if config.batch_size * self.world > len(self.train_cases):
             raise TrainingError(
                 f"batch size {config.batch_size}{f' x {self.world} processes' if self.world > 1 else ''} is larger "
