@@ -61,6 +61,27 @@ def test_overwrite_refuses_a_run_holding_a_users_files(finished_run, tiny_data, 
     assert snapshot(run) == before
 
 
+def test_overwrite_refuses_links_whatever_they_point_to(finished_run, tiny_data, tmp_path):
+    """A run writes no links: ``last/`` linked to a user's saved model, or a checkpoint file linked to a user's
+    file, is the user's (before, the link stopped shutil.rmtree with a traceback halfway through the run)."""
+    mine = tmp_path / "my_model"
+    mz.save_pretrained(tiny_model(), mine)
+    run = tmp_path / "run"
+    for path in finished_run.rglob("*"):
+        if path.is_file() and path.parent.name != "last":
+            (run / path.relative_to(finished_run)).parent.mkdir(parents=True, exist_ok=True)
+            (run / path.relative_to(finished_run)).write_bytes(path.read_bytes())
+    (run / "last").symlink_to(mine, target_is_directory=True)
+    (run / "best" / "README.md").unlink()
+    (run / "best" / "README.md").symlink_to(mine / "README.md")
+    before, ours = snapshot(run), snapshot(mine)
+    with pytest.raises(OutputError, match=r"also holds files a run does not write \(best/README.md, last/\)"):
+        Trainer(tiny_model(), tiny_data, tiny_config(run, epochs=1), overwrite=True)
+    with pytest.raises(OutputError, match=r"resume: .*last is a link to .*my_model; a run writes its checkpoints"):
+        Trainer(tiny_model(), tiny_data, tiny_config(run, epochs=2), resume=True)  # would save into my_model
+    assert snapshot(run) == before and snapshot(mine) == ours
+
+
 def test_overwrite_replaces_a_run_and_only_its_files(finished_run, tiny_data, tmp_path):
     run = tmp_path / "run"
     Trainer(tiny_model(), tiny_data, tiny_config(run, epochs=1)).fit()

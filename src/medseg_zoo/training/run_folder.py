@@ -92,12 +92,14 @@ class RunFolder:
 
     def entries(self) -> tuple[list[Path], list[Path]]:
         """The folder's entries a run writes, and every other one (inside ``best/``, ``last/`` and
-        ``tensorboard/`` too)."""
+        ``tensorboard/`` too). A run writes no links: a link is a user's, whatever it points to."""
         ours: list[Path] = []
         foreign: list[Path] = []
         for entry in sorted(self.path.iterdir()):
             name = entry.name
-            if name in RUN_FILES and entry.is_file():
+            if entry.is_symlink():
+                foreign.append(entry)
+            elif name in RUN_FILES and entry.is_file():
                 ours.append(entry)
             elif name in (*CHECKPOINTS, TENSORBOARD) and entry.is_dir():
                 inside = [p for p in entry.iterdir() if not _written_by_a_run(p, name)]
@@ -168,6 +170,7 @@ class RunFolder:
 
         Raises:
             TrainingError: Not a run folder, or no completed epoch.
+            OutputError: ``best/`` or ``last/`` is a link.
         """
         run = self.run_config()
         if run is None:
@@ -180,6 +183,13 @@ class RunFolder:
             raise TrainingError(
                 f"resume: {self.path} has no completed epoch ({STATE_NAME} is missing); start again with --overwrite"
             )
+        for checkpoint in (self.path / c for c in CHECKPOINTS):
+            if checkpoint.is_symlink():  # the run would write its checkpoints into whatever it points to
+                raise OutputError(
+                    f"resume: {checkpoint} is a link to {os.readlink(checkpoint)}; a run writes its checkpoints into "
+                    "folders of its own: replace the link by a copy, or start a new run (--checkpoint "
+                    f"{checkpoint} --output NEW)"
+                )
         return run
 
     def remove_leftovers(self) -> None:
@@ -201,7 +211,7 @@ class RunFolder:
 
 def _written_by_a_run(path: Path, folder: str) -> bool:
     """Whether a file inside ``best/``, ``last/`` or ``tensorboard/`` is one a run writes there."""
-    if not path.is_file():
+    if path.is_symlink() or not path.is_file():
         return False
     if folder == TENSORBOARD:
         return path.name.startswith("events.out.tfevents.")
