@@ -162,6 +162,21 @@ def test_cli_errors_exit_2_with_the_message(argv, message, tmp_path, capsys, mon
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--in-channels=0", "argument --in-channels: a count must be 1 or more, got '0'"),  # was ignored, exit 0
+        ("--out-channels=-2", "argument --out-channels: a count must be 1 or more, got '-2'"),
+        ("--in-channels=,", "argument --in-channels: expected 'data', a count or comma-separated names, got ','"),
+    ],
+)
+def test_channel_counts_below_one_are_refused(option, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--model", "unet_brats", "--data", ".", "--output", str(tmp_path / "run"), option])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("command", [["train", "--model", "unet_brats", "--data", "."], ["export", "-m", "unet_brats"]])
 def test_a_roi_of_two_numbers_is_refused_not_read_as_a_cube(command, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:

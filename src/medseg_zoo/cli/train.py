@@ -60,9 +60,14 @@ def _channels(text: str) -> int | list[str] | str:
     """``data``, a count, or comma-separated names."""
     if text == "data":
         return text
-    if text.isdigit():
-        return int(text)
-    return [t.strip() for t in text.split(",") if t.strip()]
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if len(names) == 1 and names[0].lstrip("+-").isdigit():
+        if int(names[0]) < 1:
+            raise argparse.ArgumentTypeError(f"a count must be 1 or more, got {text!r}")
+        return int(names[0])
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected 'data', a count or comma-separated names, got {text!r}")
+    return names
 
 
 def label_scheme(args: argparse.Namespace) -> Any:
