@@ -170,6 +170,16 @@ def test_brats_metrics_need_regions_and_panoptica(scored, monkeypatch):
         evaluate(folder, dataset.cases, dataset.scheme, metrics="brats")
 
 
+def test_cases_must_be_cases_and_a_scheme_may_be_named(scored):
+    root, folder = scored
+    dataset = discover(root)
+    with pytest.raises(
+        TypeError, match=r"cases must be a data set's cases \(discover\(folder\).cases\), got PosixPath"
+    ):
+        evaluate(folder, root, dataset.scheme)
+    assert evaluate(folder, dataset.cases, "msd_task01").cases == evaluate(folder, dataset.cases, dataset.scheme).cases
+
+
 def test_cli_scores_prediction_files_into_a_csv_without_empty_cells(scored, tmp_path, capsys, monkeypatch):
     root, folder = scored
     out = tmp_path / "brats.csv"

@@ -24,7 +24,7 @@ from medseg_zoo.errors import OutputError
 from medseg_zoo.inference.io import load_volume, save_nifti
 from medseg_zoo.inference.predictor import Predictor
 from medseg_zoo.metrics import BRATS_POLICY, EMPTY_POLICY, brats_evaluator, brats_metrics, dice, hd95
-from medseg_zoo.transforms.labels import LabelScheme, labels_to_regions, regions_to_labels
+from medseg_zoo.transforms.labels import LabelScheme, get_scheme, labels_to_regions, regions_to_labels
 from medseg_zoo.transforms.presets import data_scheme
 
 __all__ = ["Evaluation", "check_table_output", "evaluate", "foreground"]
@@ -214,7 +214,7 @@ def _prediction_files(folder: Path, cases: Sequence[Case], scheme: LabelScheme) 
 def evaluate(
     model: nn.Module | str | os.PathLike,
     cases: Sequence[Case],
-    scheme: LabelScheme,
+    scheme: LabelScheme | str,
     *,
     metrics: str = "default",
     device: str = "auto",
@@ -235,8 +235,8 @@ def evaluate(
     Args:
         model: A zoo model, or a folder of prediction files (``<case>.nii.gz``) to score without a model.
         cases: Labelled cases, e.g. ``discover(root).cases``.
-        scheme: The label scheme of the cases' label maps (and of a folder's predictions); it must give the model's
-            outputs.
+        scheme: The label scheme of the cases' label maps (and of a folder's predictions), or a built-in scheme's
+            name; it must give the model's outputs.
         metrics: ``"default"``: Dice and HD95 (MONAI's, `medseg_zoo.metrics.EMPTY_POLICY`); ``"brats"``: the BraTS
             challenges' lesion-wise and global Dice, NSD and HD95 through panoptica
             (`medseg_zoo.metrics.brats_metrics`; the ``[brats]`` extra), for schemes with BraTS regions.
@@ -253,6 +253,7 @@ def evaluate(
     predictions: present, readable, on the label's grid, values in ``scheme``).
 
     Raises:
+        TypeError: If ``cases`` is not a sequence of `Case` (a data set's ``cases``).
         ValueError: If there are no cases, the scheme does not give the model's outputs, ``metrics`` is unknown, or
             ``"brats"`` is asked for a scheme without regions.
         MissingExtraError: ``"brats"`` without panoptica (one line naming the extra).
@@ -260,8 +261,13 @@ def evaluate(
     """
     if metrics not in METRICS:
         raise ValueError(f"metrics must be one of {', '.join(METRICS)}, got {metrics!r}")
+    if isinstance(cases, str | os.PathLike) or not all(isinstance(c, Case) for c in cases):
+        raise TypeError(
+            f"cases must be a data set's cases (discover(folder).cases), got {type(cases).__name__} {cases!r:.80}"
+        )
     if not cases:
         raise ValueError("no cases to evaluate")
+    scheme = get_scheme(scheme)
     if metrics == "brats" and scheme.regions is None:
         raise ValueError(
             f"metrics='brats' scores BraTS regions (TC, WT, ET, ...); label scheme {scheme.name!r} ({scheme.edition}) "
