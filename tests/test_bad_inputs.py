@@ -25,7 +25,7 @@ from medseg_zoo.errors import (
 )
 from medseg_zoo.hub import CheckpointError, HubError
 from medseg_zoo.inference import InputError
-from medseg_zoo.training import TrainConfig, Trainer
+from medseg_zoo.training import TrainConfig, Trainer, evaluate
 from medseg_zoo.transforms.labels import LabelValueError
 from tests.conftest import snapshot
 from tests.inference.conftest import MSD_CHANNELS, make_echo
@@ -107,6 +107,17 @@ def _monai_unetr(work):
 API = [
     # (id, call(work) or (prepare(work), call(prepared)), error, message)
     ("model name not a string", lambda w: mz.create_model(123), UnknownModelError, r"a model name is a string"),
+    (
+        "evaluate writing predictions onto the labels",
+        lambda w: evaluate(
+            mz.from_pretrained(w / "ckpt"),
+            discover(w / "data").cases,
+            "msd_task01",
+            predictions=w / "data" / "labelsTr",
+        ),
+        OutputError,
+        r"output .*labelsTr/BRATS_000.nii.gz is the input .*labelsTr/BRATS_000.nii.gz: refusing to replace an input",
+    ),
     ("unknown model", lambda w: mz.create_model("unetr_bratz"), UnknownModelError, r"Did you mean 'unetr_brats'"),
     (
         "channel count as float",
@@ -407,6 +418,52 @@ CLI = [
         ],
         2,
         r"output .*imagesTr/BRATS_000.nii.gz is the input .*refusing to replace an input",
+    ),
+    (
+        "predict into the data set's labels",  # the ground truth was replaced by predictions, exit 0
+        lambda w: [
+            "predict",
+            "--checkpoint",
+            str(w / "ckpt"),
+            "-i",
+            str(w / "data" / "imagesTr"),
+            "-o",
+            str(w / "data" / "labelsTr"),
+        ],
+        2,
+        r"output .*labelsTr/BRATS_000.nii.gz exists and was not written by medseg-zoo: refusing to replace it",
+    ),
+    (
+        "predict onto a user's label map",
+        lambda w: [
+            "predict",
+            "--checkpoint",
+            str(w / "ckpt"),
+            "-i",
+            _case(w),
+            "-o",
+            str(w / "data" / "labelsTr" / "BRATS_001.nii.gz"),
+        ],
+        2,
+        r"output .*BRATS_001.nii.gz exists and was not written by medseg-zoo",
+    ),
+    (
+        "statistics onto a user's JSON",
+        lambda w: (
+            (w / "seg_statistics.json").write_text("{}")
+            and [
+                "predict",
+                "--checkpoint",
+                str(w / "ckpt"),
+                "-i",
+                _case(w),
+                "-o",
+                str(w / "seg.nii.gz"),
+                "--statistics",
+            ]
+        ),
+        2,
+        r"statistics file .*seg_statistics.json exists and was not written by medseg-zoo",
     ),
     (
         "predict onto the input file",

@@ -4,6 +4,7 @@ file names; refusals naming the file and the value; DICOM SEG and statistics wri
 from __future__ import annotations
 
 import json
+import os
 
 import highdicom as hd
 import nibabel as nib
@@ -18,6 +19,7 @@ from medseg_zoo.data.synthetic import make_case
 from medseg_zoo.errors import OutputError
 from medseg_zoo.inference import InputError
 from medseg_zoo.inference.dicom import read_dicom_seg, read_series
+from medseg_zoo.inference.io import written_by_zoo
 from tests.conftest import snapshot, tiny_model
 from tests.inference.dicom_series import write_series
 
@@ -163,6 +165,12 @@ def test_dicom_in_dicom_seg_out(brats_series, tmp_path):
     assert seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeValue == "79654002"  # SNOMED CT Edema
     back = read_dicom_seg(tmp_path / "seg.dcm", flair, {1: "edema", 2: "ntc", 3: "et"})
     np.testing.assert_array_equal(back, np.asarray(labels.dataobj))
+    # a second prediction replaces the Segmentation medseg-zoo wrote, never another file
+    assert written_by_zoo(tmp_path / "seg.dcm")
+    mz.predict(model, inputs, tmp_path / "seg.dcm", output_type="dicom-seg", amp=False)
+    pydicom.dcmread(brats_series / "FLAIR" / sorted(os.listdir(brats_series / "FLAIR"))[0]).save_as(tmp_path / "ct.dcm")
+    with pytest.raises(OutputError, match=r"ct.dcm exists and was not written by medseg-zoo"):
+        mz.predict(model, inputs, tmp_path / "ct.dcm", output_type="dicom-seg", amp=False)
 
 
 def test_statistics_beside_the_output(tmp_path):

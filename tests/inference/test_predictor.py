@@ -5,7 +5,8 @@ import torch
 
 import medseg_zoo as mz
 from medseg_zoo import InputError, Predictor
-from medseg_zoo.errors import DeviceError
+from medseg_zoo.errors import DeviceError, OutputError
+from medseg_zoo.inference.io import written_by_zoo
 from tests.inference.conftest import echo_input, make_echo, nested_label_map, predict, write
 
 AFFINES = {
@@ -48,6 +49,21 @@ def test_resampling_round_trip_keeps_geometry_and_content(tmp_path, orientation)
         assert 2 * (a & b).sum() / (a.sum() + b.sum()) > min_dice
     shift = np.argwhere(pred >= 1).mean(0) - np.argwhere(label >= 1).mean(0)
     assert np.abs(shift).max() < 0.2  # voxels
+
+
+def test_an_existing_output_is_replaced_only_when_medseg_zoo_wrote_it(echo, tmp_path):
+    label = nested_label_map((20, 18, 10))
+    source = write(tmp_path / "case.nii.gz", echo_input(label), AFFINES["LPS"])
+    out = tmp_path / "seg.nii.gz"
+    predict(echo, source, out, amp=False)
+    header = nib.load(out).header
+    assert header.get_intent() == ("label", (), "medseg-zoo") and written_by_zoo(out)
+    predict(echo, source, out, amp=False)  # a rerun replaces its own output
+    theirs = write(tmp_path / "theirs.nii.gz", label.astype(np.uint8), AFFINES["LPS"])  # another tool's label map
+    before = theirs.read_bytes()
+    with pytest.raises(OutputError, match=r"output .*theirs.nii.gz exists and was not written by medseg-zoo"):
+        predict(echo, source, theirs, amp=False)
+    assert theirs.read_bytes() == before and not written_by_zoo(theirs)
 
 
 def test_input_smaller_than_the_roi(echo, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import torch
 from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import channel_order, is_generic
 from medseg_zoo._guard import check_output_file
-from medseg_zoo.errors import MedsegZooError
+from medseg_zoo.errors import MedsegZooError, OutputError
 
 if TYPE_CHECKING:
     from medseg_zoo.inference.dicom import DicomSeries
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["InputError", "Inputs", "Volume", "check_output", "input_paths", "load_volume", "save_nifti"]
 
 AFFINE_TOLERANCE_MM = 1e-3
+WRITER = "medseg-zoo"  # how outputs say who wrote them (NIfTI intent name, DICOM manufacturer, JSON written_by)
 
 Inputs = str | os.PathLike | Mapping[str, str | os.PathLike] | tuple[Any, Any]
 OutputType = Literal["nifti", "dicom-seg"]
@@ -246,12 +248,14 @@ def save_nifti(data: np.ndarray, reference: Volume, path: str | os.PathLike) -> 
     """Write ``data`` (X, Y, Z[, C]) on the reference's grid, atomically (temporary file, then rename).
 
     The reference's header is kept — qform and sform with their codes, units, descriptions — with the data type
-    of ``data`` and no intensity scaling.
+    of ``data`` and no intensity scaling. The intent says what the file is: ``label`` for integer label maps, and
+    the name ``medseg-zoo``, which lets a later prediction replace this file and no other (`check_output`).
     """
     header = reference.header.copy() if reference.header is not None else nib.Nifti1Header()
     img = nib.Nifti1Image(data, reference.affine, header=header)
     img.set_data_dtype(data.dtype)
     img.header.set_slope_inter(np.nan, np.nan)
+    img.header.set_intent("label" if np.issubdtype(data.dtype, np.integer) else "none", (), name=WRITER)
     if reference.header is not None:
         img.set_qform(reference.header.get_qform(), code=int(reference.header["qform_code"]))
         img.set_sform(reference.header.get_sform(), code=int(reference.header["sform_code"]))
@@ -273,15 +277,50 @@ def input_paths(inputs: Inputs) -> list[Path]:
 OUTPUT_SUFFIXES = {"nifti": NIFTI_SUFFIXES, "dicom-seg": (".dcm",)}
 
 
+def written_by_zoo(path: str | os.PathLike) -> bool:
+    """Whether an existing output file is one medseg-zoo wrote: a NIfTI whose intent name is ``medseg-zoo``, a
+    DICOM Segmentation whose manufacturer is, or a JSON file whose ``written_by`` is."""
+    name = str(path)
+    try:
+        if name.endswith(NIFTI_SUFFIXES):
+            return nib.load(path).header["intent_name"].item() == WRITER.encode()
+        if name.endswith(".dcm"):
+            import pydicom
+
+            found = pydicom.dcmread(path, stop_before_pixels=True)
+            return found.get("Modality") == "SEG" and found.get("Manufacturer") == WRITER
+        if name.endswith(".json"):
+            return json.loads(Path(path).read_text()).get("written_by") == WRITER
+    except Exception:  # unreadable: not provably ours
+        return False
+    return False
+
+
 def check_output(output: str | os.PathLike, inputs: Sequence[Path] = (), output_type: OutputType = "nifti") -> Path:
     """Refuse, before any work, an output path that would replace an input or lie inside an input folder (a DICOM
-    series), is not a NIfTI (or, for ``"dicom-seg"``, ``.dcm``) file name, is a folder, or cannot be written
-    (`medseg_zoo._guard.check_output_file`).
+    series), is not a NIfTI (or, for ``"dicom-seg"``, ``.dcm``) file name, is a folder, cannot be written
+    (`medseg_zoo._guard.check_output_file`), or exists and is not a file medseg-zoo wrote (`written_by_zoo`): a
+    user's label map or another tool's output is never replaced.
 
     Raises:
         OutputError: Naming the path and what was expected.
     """
     folders = {f"the input series {p}": p for p in inputs if p.is_dir()}
-    return check_output_file(
+    path = check_output_file(
         output, suffixes=OUTPUT_SUFFIXES[output_type], reads=[p for p in inputs if not p.is_dir()], protected=folders
     )
+    refuse_foreign(path)
+    return path
+
+
+def refuse_foreign(path: Path, what: str = "output") -> None:
+    """Refuse an existing file that medseg-zoo did not write (`written_by_zoo`).
+
+    Raises:
+        OutputError: Naming the file.
+    """
+    if path.exists() and not written_by_zoo(path):
+        raise OutputError(
+            f"{what} {path} exists and was not written by medseg-zoo: refusing to replace it; choose another output "
+            "(a prediction medseg-zoo wrote is replaced, or kept with --skip-existing)"
+        )

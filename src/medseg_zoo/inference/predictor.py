@@ -27,6 +27,7 @@ from medseg_zoo.errors import InvalidArgumentError
 from medseg_zoo.export import Backend, ExportedModel
 from medseg_zoo.inference.io import (
     NIFTI_SUFFIXES,
+    WRITER,
     InputError,
     Inputs,
     OutputType,
@@ -34,6 +35,7 @@ from medseg_zoo.inference.io import (
     check_output,
     input_paths,
     load_volume,
+    refuse_foreign,
     save_nifti,
 )
 from medseg_zoo.inference.sliding import sliding_window_stream
@@ -360,7 +362,8 @@ class Predictor:
             check_output(output, reads, output_type)
             if statistics:
                 folders = {f"the input series {p}": p for p in reads if p.is_dir()}
-                check_output_file(statistics_path(output), suffixes=(".json",), reads=reads, protected=folders)
+                stats = check_output_file(statistics_path(output), suffixes=(".json",), reads=reads, protected=folders)
+                refuse_foreign(stats, "statistics file")
 
     @staticmethod
     def check_volume(volume: Volume, output_type: OutputType) -> None:
@@ -398,7 +401,7 @@ class Predictor:
             report = segmentation_statistics(
                 data, volume.data, volume.affine, scheme.labels, self.contract.in_channels, scheme.regions
             )
-            report = {"source": volume.source, "output": str(output), **report}
+            report = {"written_by": WRITER, "source": volume.source, "output": str(output), **report}
             atomic_write(statistics_path(output), lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
 
 

@@ -21,7 +21,7 @@ from medseg_zoo._contract import channel_order, config_of
 from medseg_zoo.data.checks import DataCheckError, check_cases
 from medseg_zoo.data.discovery import Case
 from medseg_zoo.errors import OutputError
-from medseg_zoo.inference.io import load_volume, save_nifti
+from medseg_zoo.inference.io import check_output, load_volume, save_nifti
 from medseg_zoo.inference.predictor import Predictor
 from medseg_zoo.metrics import BRATS_POLICY, EMPTY_POLICY, brats_evaluator, brats_metrics, dice, hd95
 from medseg_zoo.transforms.labels import LabelScheme, get_scheme, labels_to_regions, regions_to_labels
@@ -244,7 +244,8 @@ def evaluate(
         amp: Mixed precision, as for `Predictor`.
         overlap: Sliding-window overlap.
         progress: A progress bar over cases.
-        predictions: A folder for a model's predicted label maps.
+        predictions: A folder for a model's predicted label maps (``<case>.nii.gz``); an existing file there is
+            replaced only if medseg-zoo wrote it, and never when it is one of the cases' own files.
         channels: The cases' channel names in their files' order (a data set's ``channels``); by default the
             model's.
 
@@ -258,6 +259,7 @@ def evaluate(
             ``"brats"`` is asked for a scheme without regions.
         MissingExtraError: ``"brats"`` without panoptica (one line naming the extra).
         DataCheckError: If a case has no label or fails a check (every problem, each naming its file).
+        OutputError: A ``predictions`` file that must not be written (a case's own file, a user's file).
     """
     if metrics not in METRICS:
         raise ValueError(f"metrics must be one of {', '.join(METRICS)}, got {metrics!r}")
@@ -298,6 +300,9 @@ def evaluate(
         raise ValueError("the model's contract names no label scheme, so it predicts no label maps to write")
     if metrics == "brats" and own is None:
         raise ValueError("metrics='brats' scores label maps; the model's contract names no label scheme")
+    if predictions is not None:  # before any work: never onto a case's own files or a file medseg-zoo did not write
+        for case in cases:
+            check_output(Path(predictions) / f"{case.name}.nii.gz", [*case.images, case.label])
     predictor = Predictor(model, device=device, amp=amp, overlap=overlap)
     scored = foreground(contract.out_channels, scheme)
 
