@@ -208,7 +208,16 @@ def test_outputs_that_must_not_be_written_are_refused(tmp_path):
         export_model(model, tmp_path / "m.bin")
     with pytest.raises(OutputError, match=r"ending in \.pt2"):
         export_model(model, tmp_path / "m.onnx", format="torch-export")
-    assert export_model(model, tmp_path / "taken.onnx", overwrite=True).path.read_bytes() != b"mine"
+    for name in ("taken.onnx", "taken.pt2"):  # a user's file is kept even with overwrite
+        (tmp_path / name).write_bytes(b"mine")
+        with pytest.raises(OutputError, match="holds no medseg-zoo metadata: --overwrite replaces only a file"):
+            export_model(model, tmp_path / name, overwrite=True)
+        assert (tmp_path / name).read_bytes() == b"mine"
+    (tmp_path / "ours.onnx").write_bytes(export_model(model, tmp_path / "first.onnx").path.read_bytes())
+    assert (
+        export_model(tiny_model(seed=3), tmp_path / "ours.onnx", overwrite=True).path.read_bytes()
+        != (tmp_path / "first.onnx").read_bytes()
+    )
 
 
 def test_cli_exports_a_checkpoint_and_predicts_with_onnxruntime(tiny_checkpoint, case, tmp_path, capsys):

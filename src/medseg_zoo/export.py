@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,8 +311,8 @@ def check_export_output(
     """The output path and format of an export, refused before any work when they cannot be written.
 
     Raises:
-        OutputError: Another suffix than the format's, an existing file without ``overwrite``, one of ``reads``, a
-            folder, or an unwritable place.
+        OutputError: Another suffix than the format's, an existing file without ``overwrite`` (or, with it, one
+            medseg-zoo did not export), one of ``reads``, a folder, or an unwritable place.
         ExportError: An unknown format.
     """
     if format is not None and format not in EXPORT_FORMATS.values():
@@ -320,7 +321,26 @@ def check_export_output(
     target = check_output_file(path, suffixes=suffixes, reads=[r for r in reads if r], what="export output")
     if target.exists() and not overwrite:
         raise OutputError(f"export output {target} exists; pass overwrite=True (--overwrite) to replace it")
+    if target.exists() and not _exported_by_zoo(target):
+        raise OutputError(
+            f"export output {target} exists and holds no medseg-zoo metadata: --overwrite replaces only a file "
+            "medseg-zoo exported; refusing to replace it, choose another output"
+        )
     return target, EXPORT_FORMATS[next(s for s in suffixes if target.name.endswith(s))]
+
+
+def _exported_by_zoo(path: Path) -> bool:
+    """Whether a file carries the zoo's export metadata (read without loading the network)."""
+    try:
+        if path.name.endswith(".onnx"):
+            import onnx
+
+            model = onnx.load(path, load_external_data=False)
+            return any(prop.key == METADATA_KEY for prop in model.metadata_props)
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith(f"/extra/{METADATA_KEY}.json") for name in archive.namelist())
+    except Exception:  # unreadable or not a model: not provably ours
+        return False
 
 
 def _roi_argument(roi_size: int | Sequence[int]) -> tuple[int, int, int]:
@@ -352,7 +372,7 @@ def export_model(
         path: The file to write: ``.onnx`` (ONNX, for ONNX Runtime) or ``.pt2`` (a torch.export program).
         format: ``"onnx"`` or ``"torch-export"``; by default from the suffix of ``path``.
         roi_size: Window size the export takes (default: the contract's); the contract in the file records it.
-        overwrite: Replace an existing file at ``path``.
+        overwrite: Replace an existing file at ``path`` that medseg-zoo exported (any other file is refused).
         seed: Seed of the check's inputs.
 
     Returns:

@@ -65,5 +65,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="onnx (run by ONNX Runtime) or torch-export (a .pt2 program); default: from the output's suffix",
     )
     add_roi_option(p, "window size the file takes (default: the model's roi)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file medseg-zoo exported")
     p.set_defaults(func=_export)
