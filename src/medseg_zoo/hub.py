@@ -140,18 +140,27 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
 
     A new folder is written whole under a temporary name and then renamed, so it appears complete or not at all;
     in an existing folder each file is written to a temporary name and renamed, so an interrupted save never
-    leaves a partial file. Other files in the folder are left alone.
+    leaves a partial file. Other files in the folder are left alone, and the three are replaced only in a folder
+    that is already a medseg-zoo checkpoint (its ``config.json`` says so): a user's own ``README.md`` or
+    ``config.json`` is never overwritten.
 
     Returns:
         The folder.
 
     Raises:
-        CheckpointError: If ``directory`` is an existing file.
+        CheckpointError: If ``directory`` is an existing file, or a folder holding a ``config.json``,
+            ``model.safetensors`` or ``README.md`` that is not a medseg-zoo checkpoint's.
     """
     cfg = config_of(model)
     out = Path(directory)
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"{out} is a file; save_pretrained writes a folder (config.json, model.safetensors)")
+    taken = [n for n in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME) if (out / n).exists() or (out / n).is_symlink()]
+    if taken and not _is_zoo_checkpoint(out):
+        raise CheckpointError(
+            f"{out} holds {', '.join(taken)} and is not a medseg-zoo checkpoint (its config.json does not say "
+            "format 'medseg-zoo'): refusing to overwrite them; save into a new or empty folder"
+        )
     from medseg_zoo.convert._common import is_computed
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not is_computed(k)}
@@ -178,6 +187,16 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
         write(out)
         return out
     return atomic_folder(out, write)
+
+
+def _is_zoo_checkpoint(folder: Path) -> bool:
+    config = folder / CONFIG_NAME
+    if config.is_symlink() or any((folder / n).is_symlink() for n in (WEIGHTS_NAME, CARD_NAME)):
+        return False  # a link is the user's: writing would replace it
+    try:
+        return json.loads(config.read_text()).get("format") == "medseg-zoo"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _hub_folder(

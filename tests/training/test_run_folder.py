@@ -200,3 +200,16 @@ def test_save_pretrained_onto_a_file(tmp_path):
     with pytest.raises(mz.CheckpointError, match=r"file is a file; save_pretrained writes a folder"):
         mz.save_pretrained(tiny_model(), tmp_path / "file")
     assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_save_pretrained_keeps_a_users_readme_and_config(tmp_path):
+    project = _project(tmp_path / "project")
+    (project / "README.md").write_text("# my project")
+    before = snapshot(project)
+    with pytest.raises(mz.CheckpointError, match=r"holds config.json, README.md and is not a medseg-zoo checkpoint"):
+        mz.save_pretrained(tiny_model(), project)
+    assert snapshot(project) == before
+    saved = mz.save_pretrained(tiny_model(), tmp_path / "ckpt")
+    (saved / "notes.txt").write_text("mine")
+    mz.save_pretrained(tiny_model(seed=4), saved)  # a checkpoint is replaced, its other files kept
+    assert (saved / "notes.txt").read_text() == "mine" and mz.from_pretrained(saved) is not None
