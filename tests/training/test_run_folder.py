@@ -3,6 +3,7 @@ resume reads only a run; a failed write leaves the run resumable."""
 
 import json
 import math
+import shutil
 
 import pytest
 from safetensors import SafetensorError
@@ -213,3 +214,15 @@ def test_save_pretrained_keeps_a_users_readme_and_config(tmp_path):
     (saved / "notes.txt").write_text("mine")
     mz.save_pretrained(tiny_model(seed=4), saved)  # a checkpoint is replaced, its other files kept
     assert (saved / "notes.txt").read_text() == "mine" and mz.from_pretrained(saved) is not None
+
+
+def test_resume_after_the_data_moved(tiny_data, tiny_checkpoint, tmp_path, capsys):
+    data, run = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(tiny_data, data)
+    assert main(["train", "--checkpoint", str(tiny_checkpoint), "--data", str(data), "--output", str(run), *TRAIN]) == 0
+    data.rename(tmp_path / "moved")
+    resume = ["train", "--output", str(run), "--resume", "--epochs", "2", "--no-progress"]
+    assert main(resume) == 2
+    assert f"the run's data set {data} is gone; if it moved, pass its new place with --data" in capsys.readouterr().err
+    assert main([*resume, "--data", str(tmp_path / "moved")]) == 0
+    assert f"note: resuming on the data set {tmp_path / 'moved'}; the run started on {data}" in capsys.readouterr().err

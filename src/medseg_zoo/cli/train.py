@@ -150,6 +150,16 @@ def _resume_config(args: argparse.Namespace, given: dict[str, Any]) -> tuple[Any
     except (KeyError, TypeError) as exc:
         raise TrainingError(f"--resume: cannot read {folder.config_path} ({type(exc).__name__}: {exc})") from None
     scheme = LabelScheme.from_dict(scheme) if isinstance(scheme, dict) else scheme
+    if not args.data and not Path(data_root).is_dir():
+        raise TrainingError(
+            f"--resume: the run's data set {data_root} is gone; if it moved, pass its new place with --data"
+        )
+    if args.data and Path(args.data).resolve() != Path(run["data"]["root"]).resolve():
+        print(
+            f"medseg-zoo: note: resuming on the data set {args.data}; the run started on {run['data']['root']} "
+            "(its split's case names are looked up there)",
+            file=sys.stderr,
+        )
     dataset = discover(data_root, label_scheme=scheme)
     last = folder.path / "last"
     if not (last / "model.safetensors").is_file():
