@@ -226,3 +226,9 @@ def test_resume_after_the_data_moved(tiny_data, tiny_checkpoint, tmp_path, capsy
     assert f"the run's data set {data} is gone; if it moved, pass its new place with --data" in capsys.readouterr().err
     assert main([*resume, "--data", str(tmp_path / "moved")]) == 0
     assert f"note: resuming on the data set {tmp_path / 'moved'}; the run started on {data}" in capsys.readouterr().err
+
+
+def test_evaluate_asks_for_a_checkpoint_of_a_run_folder(finished_run, tiny_data, capsys):
+    assert main(["evaluate", "--checkpoint", str(finished_run), "--data", str(tiny_data)]) == 2
+    err = capsys.readouterr().err
+    assert f"--checkpoint {finished_run} is a run folder; evaluate one of its checkpoints: --checkpoint " in err

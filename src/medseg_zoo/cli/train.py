@@ -206,12 +206,20 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from medseg_zoo._guard import check_output_file
     from medseg_zoo.data import check_dataset, discover
+    from medseg_zoo.export import EXPORT_FORMATS, load_exported
     from medseg_zoo.hub import from_pretrained
     from medseg_zoo.training import evaluate
     from medseg_zoo.training.evaluation import check_table_output, sidecar_path
+    from medseg_zoo.training.run_folder import RunFolder
 
+    exported = bool(args.checkpoint) and args.checkpoint.endswith(tuple(EXPORT_FORMATS))
+    if args.checkpoint and not exported and RunFolder(args.checkpoint).run_config() is not None:
+        raise TrainingError(
+            f"--checkpoint {args.checkpoint} is a run folder; evaluate one of its checkpoints: "
+            f"--checkpoint {Path(args.checkpoint) / 'best'} (or last)"
+        )
     dataset = discover(args.data, label_scheme=label_scheme(args))
-    split = args.split or ("val" if args.checkpoint else "all")
+    split = args.split or ("val" if args.checkpoint and not exported else "all")
     if args.predictions and split == "val":
         raise TrainingError("--split val takes a run's validation cases from its checkpoint; with --predictions use "
                             "--split all or test")  # fmt: skip
@@ -243,7 +251,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.predictions:
         source = args.predictions
     else:
-        source = from_pretrained(args.checkpoint)
+        source = load_exported(args.checkpoint) if exported else from_pretrained(args.checkpoint)
         report = check_dataset(dataclasses.replace(dataset, cases=tuple(cases)), source)
         report.raise_for_errors()
         for problem in report.problems:
@@ -375,7 +383,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="model folder (RUN/best, RUN/last, save_pretrained)")
+    source.add_argument(
+        "--checkpoint", help="model folder (RUN/best, RUN/last, save_pretrained), or an exported .onnx / .pt2 file"
+    )
     source.add_argument(
         "--predictions", help="folder of label maps <case>.nii.gz written by any tool, scored without a model"
     )
@@ -383,8 +393,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--split",
         choices=["val", "test", "all"],
-        help="val: the run's validation cases (the default with --checkpoint); test: imagesTs with labelsTs; all: "
-        "every labelled case (the default with --predictions)",
+        help="val: the run's validation cases (the default with a checkpoint folder); test: imagesTs with "
+        "labelsTs; all: every labelled case (the default with --predictions or an exported file)",
     )
     p.add_argument(
         "--metrics",
