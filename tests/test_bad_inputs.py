@@ -25,7 +25,7 @@ from medseg_zoo.errors import (
 )
 from medseg_zoo.hub import CheckpointError, HubError
 from medseg_zoo.inference import InputError
-from medseg_zoo.training import TrainConfig, Trainer, evaluate
+from medseg_zoo.training import TrainConfig, Trainer, evaluate, recipe
 from medseg_zoo.transforms.labels import LabelValueError
 from tests.conftest import snapshot
 from tests.inference.conftest import MSD_CHANNELS, make_echo
@@ -335,7 +335,19 @@ API = [
         "callbacks that are not Callbacks",
         lambda w: Trainer(make_echo(), w / "data", TrainConfig(output=str(w / "run")), callbacks=[print]),
         TrainingError,
-        r"callbacks must be Callback objects .*got <built-in function print>",
+        r"callbacks must be a list of Callback objects .*got <built-in function print>",
+    ),
+    (
+        "callbacks not in a list",  # was "'builtin_function_or_method' object is not iterable"
+        lambda w: Trainer(make_echo(), w / "data", TrainConfig(output=str(w / "run")), callbacks=print),
+        TrainingError,
+        r"callbacks must be a list of Callback objects .*got <built-in function print>",
+    ),
+    (
+        "a recipe change that is no field",  # was TypeError: __init__() got an unexpected keyword argument
+        lambda w: recipe("unet_brats", learning_rate=1e-3),
+        TrainingError,
+        r"TrainConfig has no field learning_rate; its fields: output, .*lr, ",
     ),
     (
         "a label scheme beside a DataSet",

@@ -200,9 +200,10 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (checked again)."""
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        fields = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(changes) - set(fields))
         if unknown:
-            raise TrainingError(f"TrainConfig has no field {', '.join(unknown)}")
+            raise TrainingError(f"TrainConfig has no field {', '.join(unknown)}; its fields: {', '.join(fields)}")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -309,4 +310,4 @@ def recipe(name: str, **changes: Any) -> TrainConfig:
     """
     if name not in RECIPES:
         raise TrainingError(f"unknown recipe {name!r}; recipes: {', '.join(list_recipes())}")
-    return TrainConfig(recipe=name, **{**RECIPES[name][1], **changes})
+    return TrainConfig(recipe=name, **RECIPES[name][1]).replace(**changes)

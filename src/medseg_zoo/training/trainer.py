@@ -184,11 +184,12 @@ class Trainer:
             raise TrainingError(
                 "resume and overwrite exclude each other: resume continues the run, overwrite deletes it"
             )
-        bad = [c for c in callbacks if not isinstance(c, Callback)]
-        if isinstance(callbacks, str | bytes) or bad:
+        listed = isinstance(callbacks, list | tuple)
+        bad = [c for c in callbacks if not isinstance(c, Callback)] if listed else [callbacks]
+        if bad:
             raise TrainingError(
-                f"callbacks must be Callback objects (subclass medseg_zoo.training.Callback and override its hooks), "
-                f"got {bad[0] if bad else callbacks!r}"
+                "callbacks must be a list of Callback objects (subclass medseg_zoo.training.Callback and override "
+                f"its hooks), got {bad[0]!r}"
             )
         if isinstance(data, DataSet):
             if label_scheme is not None:
