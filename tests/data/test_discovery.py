@@ -73,6 +73,30 @@ def test_pairs(msd_dataset, tmp_path):
     assert ds.cases[1].label.name == "BRATS_001.nii.gz"
 
 
+def test_nnunet_region_labels_as_nnunets_brats_conversion_writes_them(msd_dataset, tmp_path):
+    """nnU-Net v2's BraTS 2021 data set (Dataset137) declares regions: the values are MSD Task01's after its label
+    conversion, grouped as whole tumour, tumour core and enhancing tumour, painted back in the order 1, 2, 3."""
+    root = _to_nnunet(msd_dataset, tmp_path / "Dataset137_BraTS2021")
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["labels"] = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
+    meta["regions_class_order"] = [1, 2, 3]
+    (root / "dataset.json").write_text(json.dumps(meta))
+    scheme = discover(root).scheme  # was refused: "'labels' must map integer values to names"
+    assert scheme.regions == {"whole tumor": (1, 2, 3), "tumor core": (2, 3), "enhancing tumor": (3,)}
+    assert scheme.labels == {0: "background", 1: "whole tumor", 2: "tumor core", 3: "enhancing tumor"}
+    assert discover(root, label_scheme="msd_task01").scheme.name == "msd_task01"  # the same grouping
+    with pytest.raises(DataSetError, match=r"'brats2021' .* does not group the label values as the data set's"):
+        discover(root, label_scheme="brats2021")
+    meta["regions_class_order"] = [3, 2, 1]
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DataSetError, match=r"regions_class_order \[3, 2, 1\] differs from the value each region"):
+        discover(root)
+    meta["file_ending"] = ".mha"
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DataSetError, match=r"file_ending '.mha'; medseg-zoo reads NIfTI"):
+        discover(root)
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

@@ -106,6 +106,19 @@ def test_exclusive_scheme_from_dataset_json(labels):
     np.testing.assert_array_equal(regions_to_labels(one_hot, scheme), label_map)
 
 
+def test_region_labels_from_dataset_json_decode_as_they_encode():
+    scheme = scheme_from_dataset_json({"labels": {"background": 0, "organ": [1, 2], "lesion": 2}}, "Dataset500")
+    assert scheme.regions == {"organ": (1, 2), "lesion": (2,)} and scheme.labels == {
+        0: "background",
+        1: "organ",
+        2: "lesion",
+    }
+    label_map = np.random.default_rng(0).integers(0, 3, size=(5, 4, 3))
+    np.testing.assert_array_equal(regions_to_labels(labels_to_regions(label_map, scheme), scheme), label_map)
+    with pytest.raises(ValueError, match="regions must be nested, each adding one label value"):
+        scheme_from_dataset_json({"labels": {"background": 0, "a": [1, 2], "b": [2, 3]}}, "Dataset501")
+
+
 def test_bad_dataset_json_labels():
     with pytest.raises(ValueError, match=r"Task09: dataset\.json has no 'labels' map"):
         scheme_from_dataset_json({}, "Task09")

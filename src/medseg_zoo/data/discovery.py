@@ -108,9 +108,19 @@ def _check_against_dataset_json(root: Path, meta: dict, scheme: LabelScheme) -> 
     """A scheme given for a data set whose dataset.json names its labels must give each value the same meaning:
     otherwise every score and every trained output would silently mean another structure."""
     try:
-        declared = scheme_from_dataset_json(meta, root.name).labels
+        own = scheme_from_dataset_json(meta, root.name)
     except ValueError:
         return  # no usable labels map: the given scheme is all there is
+    declared = own.labels
+    if own.regions is not None:  # nnU-Net regions name regions, not values: the same grouping is the same meaning
+        groups = sorted(map(sorted, own.regions.values()))
+        if scheme.regions is None or sorted(map(sorted, scheme.regions.values())) != groups:
+            raise DataSetError(
+                f"{root / 'dataset.json'}: label scheme {scheme.name!r} ({scheme.edition}) does not group the label "
+                f"values as the data set's regions do ({dict(own.regions)}); drop the label scheme to use the data "
+                "set's own"
+            )
+        return
     differ = [
         f"{v}: {declared.get(v, '(absent)')!r} in dataset.json, {scheme.labels.get(v, '(absent)')!r} in the scheme"
         for v in sorted(set(declared) | set(scheme.labels))
@@ -216,6 +226,11 @@ def _single_files(images_dir: Path, labels_dir: Path) -> tuple[Case, ...]:
 def _nnunet(root: Path, meta: dict, label_scheme: str | LabelScheme | None) -> DataSet:
     channels = _channels(root, meta, "channel_names")
     ending = meta.get("file_ending", ".nii.gz")
+    if ending not in NIFTI:
+        raise DataSetError(
+            f"{root / 'dataset.json'}: file_ending {ending!r}; medseg-zoo reads NIfTI ({', '.join(NIFTI)}): convert "
+            "the images and labels (e.g. with SimpleITK) and set file_ending"
+        )
     if not (root / "imagesTr").is_dir():
         raise DataSetError(f"{root}: nnU-Net layout without an imagesTr folder")
     cases = _channel_files(root / "imagesTr", root / "labelsTr", ending, len(channels))

@@ -224,15 +224,20 @@ def scheme_from_names(names: Sequence[str], name: str = "custom") -> LabelScheme
 
 
 def scheme_from_dataset_json(dataset: Mapping[str, Any], name: str = "dataset") -> LabelScheme:
-    """An exclusive-class scheme from a dataset.json ``"labels"`` map (MSD: value -> name; nnU-Net v2: name ->
-    value).
+    """A scheme from a dataset.json ``"labels"`` map: exclusive classes (MSD: value -> name; nnU-Net v2: name ->
+    value), or nnU-Net v2's regions (name -> a list of values, e.g. BraTS's ``"whole tumor": [1, 2, 3]``).
+
+    Regions must nest, each adding one label value, which is named after the region that adds it; a
+    ``regions_class_order`` must paint each region with the value it adds (the zoo decodes regions that way).
 
     Raises:
-        ValueError: If the map is missing or not integer values with a background 0.
+        ValueError: If the map is missing, not integer values with a background 0, or regions that do not nest.
     """
     raw = dataset.get("labels")
     if not isinstance(raw, Mapping) or not raw:
         raise ValueError(f"{name}: dataset.json has no 'labels' map, got {raw!r}")
+    if any(isinstance(v, list | tuple) for v in raw.values()):
+        return _regions_from_dataset_json(raw, dataset.get("regions_class_order"), name)
     try:
         if all(isinstance(v, int) for v in raw.values()):  # nnU-Net v2: {"background": 0, "liver": 1}
             labels = {int(v): str(k) for k, v in raw.items()}
@@ -245,6 +250,38 @@ def scheme_from_dataset_json(dataset: Mapping[str, Any], name: str = "dataset") 
     if len(labels) != len(raw):
         raise ValueError(f"{name}: dataset.json 'labels' repeats a value: {raw!r}")
     return LabelScheme(name, f"{name} (dataset.json)", dict(sorted(labels.items())))
+
+
+def _regions_from_dataset_json(raw: Mapping[str, Any], order: Any, name: str) -> LabelScheme:
+    def values(v: Any) -> tuple[int, ...]:
+        items = tuple(v) if isinstance(v, list | tuple) else (v,)
+        if not items or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in items):
+            raise ValueError(
+                f"{name}: dataset.json 'labels' regions must list label values (integers >= 0), got {raw!r}"
+            )
+        return items
+
+    regions = {str(k): values(v) for k, v in raw.items() if values(v) != (0,)}
+    background = next((str(k) for k, v in raw.items() if values(v) == (0,)), None)
+    if background is None:
+        raise ValueError(f"{name}: dataset.json 'labels' has no background (value 0): {raw!r}")
+    labels, seen = {0: background}, set()
+    for region, members in sorted(regions.items(), key=lambda item: len(item[1])):
+        added = set(members) - seen
+        if len(added) != 1 or not seen <= set(members):
+            raise ValueError(
+                f"{name}: dataset.json regions must be nested, each adding one label value; got {dict(regions)}"
+            )
+        labels[added.pop()] = region
+        seen = set(members)
+    if order is not None:
+        adds = [next(v for v, n in labels.items() if n == region) for region in regions]
+        if list(order) != adds:
+            raise ValueError(
+                f"{name}: dataset.json regions_class_order {list(order)} differs from the value each region adds "
+                f"({adds}, regions in their order {list(regions)}); the zoo decodes regions by their nesting"
+            )
+    return LabelScheme(name, f"{name} (dataset.json regions)", dict(sorted(labels.items())), regions)
 
 
 def labels_to_regions(label_map: Array, scheme: str | LabelScheme) -> Array:
