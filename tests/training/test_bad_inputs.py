@@ -225,3 +225,17 @@ def test_ctrl_c_says_how_to_resume(tiny_data, tiny_checkpoint, tmp_path, capsys,
     monkeypatch.setattr(Trainer, "_train_epoch", original)
     assert main(["train", "--output", str(run), "--resume", "--no-progress"]) == 0
     assert json.loads((run / "config.json").read_text())["config"]["epochs"] == 3
+
+
+def test_ctrl_c_during_evaluate_is_one_line(tiny_data, tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("medseg_zoo.training.evaluate", interrupted)
+    table = tmp_path / "scores.csv"
+    argv = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_data), "--split", "all"]
+    assert main([*argv, "--output", str(table)]) == 130
+    assert capsys.readouterr().err.strip() == (
+        "medseg-zoo: interrupted; files already written are complete, nothing is half-written"
+    )
+    assert not table.exists()

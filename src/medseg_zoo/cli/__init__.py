@@ -71,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"medseg-zoo: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # every file is written atomically: what exists is whole (train says how to resume)
+        print("\nmedseg-zoo: interrupted; files already written are complete, nothing is half-written", file=sys.stderr)
+        return 130
 
 
 def run() -> None:
