@@ -250,7 +250,8 @@ def _pairs(root: Path, channels: tuple[str, ...] | None, label_scheme: str | Lab
     if label_scheme is None:
         raise DataSetError(
             f"{root}: a folder of image/label pairs has no dataset.json saying what its labels mean; pass "
-            f"label_scheme (one of {', '.join(list_schemes())}, or a LabelScheme)"
+            f"label_scheme (one of {', '.join(list_schemes())}, or a LabelScheme; from the command line "
+            "--label-scheme NAME, or --labels background,lesion,... naming the values 0, 1, ...)"
         )
     cases = _single_files(images_dir, labels_dir)
     if channels is None:
