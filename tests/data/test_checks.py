@@ -97,3 +97,17 @@ def test_per_channel_files_must_agree(msd_dataset, tmp_path):
     text = str(check_dataset(discover(root)))
     assert "BRATS_000_0002.nii.gz: channel file shape (31, 32, 32), expected 3-D (32, 32, 32)" in text
     assert "BRATS_001_0003.nii.gz: file not found" in text
+
+
+def test_a_label_file_no_case_uses_is_a_warning(msd_dataset, tmp_path):
+    root = tmp_path / "pairs"
+    shutil.copytree(msd_dataset / "imagesTr", root / "images")
+    shutil.copytree(msd_dataset / "labelsTr", root / "labels")
+    (root / "images" / "BRATS_001.nii.gz").rename(root / "images" / "BRATS_01.nii.gz")  # misnamed: two orphans
+    dataset = discover(root, label_scheme="msd_task01")
+    assert dataset.unused_labels == (root / "labels" / "BRATS_001.nii.gz",)
+    report = check_dataset(dataclasses.replace(dataset, cases=dataset.cases[:1]))  # a subset keeps the folder's
+    assert [str(p) for p in report.problems if "no case uses" in p.message] == [
+        f"warning: (data set): {root / 'labels' / 'BRATS_001.nii.gz'}: a label file no case uses (no image of that "
+        "name?); it is left out"
+    ]

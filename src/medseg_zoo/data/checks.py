@@ -265,5 +265,9 @@ def check_dataset(
                 report.problems.append(problem)
     if not dataset.cases:
         report.problems.append(Problem("(data set)", None, "no cases found"))
+    report.problems += [
+        Problem("(data set)", path, "a label file no case uses (no image of that name?); it is left out", "warning")
+        for path in dataset.unused_labels
+    ]
     report.problems += check_cases(dataset.cases, dataset.channels, scheme or dataset.scheme)
     return report

@@ -10,6 +10,7 @@ Three layouts are recognised:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -65,6 +66,8 @@ class DataSet:
         channels: Input channel names in order.
         scheme: The label scheme of the label maps.
         test: Test cases (``imagesTs/``, with their label from ``labelsTs/`` where there is one), sorted by name.
+        unused_labels: Label files in the label folders that no case uses (a missing or misnamed image);
+            `check_dataset` warns about them.
     """
 
     root: Path
@@ -73,6 +76,7 @@ class DataSet:
     channels: tuple[str, ...]
     scheme: LabelScheme
     test: tuple[Case, ...] = ()
+    unused_labels: tuple[Path, ...] = ()
 
 
 def _normalise(name: str) -> str:
@@ -286,14 +290,30 @@ def discover(
     if not root.is_dir():
         raise DataSetError(f"{root}: no such folder")
     meta_path = root / "dataset.json"
-    if meta_path.exists():
+    if not meta_path.exists():
+        dataset = _pairs(root, channels, label_scheme)
+    else:
         meta = _read_json(meta_path)
         if "channel_names" in meta:
-            return _nnunet(root, meta, label_scheme)
-        if "modality" in meta:
-            return _msd(root, meta, label_scheme)
-        raise DataSetError(
-            f"{meta_path}: neither MSD ('modality', 'training') nor nnU-Net v2 ('channel_names', 'file_ending'); "
-            f"keys found: {sorted(meta)}"
+            dataset = _nnunet(root, meta, label_scheme)
+        elif "modality" in meta:
+            dataset = _msd(root, meta, label_scheme)
+        else:
+            raise DataSetError(
+                f"{meta_path}: neither MSD ('modality', 'training') nor nnU-Net v2 ('channel_names', 'file_ending'); "
+                f"keys found: {sorted(meta)}"
+            )
+    return dataclasses.replace(dataset, unused_labels=_unused_labels(dataset))
+
+
+def _unused_labels(dataset: DataSet) -> tuple[Path, ...]:
+    labels = [c.label for c in (*dataset.cases, *dataset.test) if c.label is not None]
+    used = {label.resolve() for label in labels}
+    return tuple(
+        sorted(
+            path
+            for folder in {label.parent for label in labels}
+            for path in folder.iterdir()
+            if path.name.endswith(NIFTI) and not path.name.startswith(".") and path.resolve() not in used
         )
-    return _pairs(root, channels, label_scheme)
+    )
