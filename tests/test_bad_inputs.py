@@ -415,47 +415,27 @@ def _case(work, name="BRATS_000"):
     return str(work / "data" / "imagesTr" / f"{name}.nii.gz")
 
 
+def _predict(work, *arguments):
+    return ["predict", "--checkpoint", str(work / "ckpt"), *arguments]
+
+
 CLI = [
     # (id, argv(work), exit code, stderr fragment)
     (
         "predict into the input folder",
-        lambda w: [
-            "predict",
-            "--checkpoint",
-            str(w / "ckpt"),
-            "-i",
-            str(w / "data" / "imagesTr"),
-            "-o",
-            str(w / "data" / "imagesTr"),
-        ],
+        lambda w: _predict(w, "-i", str(w / "data" / "imagesTr"), "-o", str(w / "data" / "imagesTr")),
         2,
         r"output .*imagesTr/BRATS_000.nii.gz is the input .*refusing to replace an input",
     ),
     (
         "predict into the data set's labels",  # the ground truth was replaced by predictions, exit 0
-        lambda w: [
-            "predict",
-            "--checkpoint",
-            str(w / "ckpt"),
-            "-i",
-            str(w / "data" / "imagesTr"),
-            "-o",
-            str(w / "data" / "labelsTr"),
-        ],
+        lambda w: _predict(w, "-i", str(w / "data" / "imagesTr"), "-o", str(w / "data" / "labelsTr")),
         2,
         r"output .*labelsTr/BRATS_000.nii.gz exists and was not written by medseg-zoo: refusing to replace it",
     ),
     (
         "predict onto a user's label map",
-        lambda w: [
-            "predict",
-            "--checkpoint",
-            str(w / "ckpt"),
-            "-i",
-            _case(w),
-            "-o",
-            str(w / "data" / "labelsTr" / "BRATS_001.nii.gz"),
-        ],
+        lambda w: _predict(w, "-i", _case(w), "-o", str(w / "data" / "labelsTr" / "BRATS_001.nii.gz")),
         2,
         r"output .*BRATS_001.nii.gz exists and was not written by medseg-zoo",
     ),
@@ -463,81 +443,46 @@ CLI = [
         "statistics onto a user's JSON",
         lambda w: (
             (w / "seg_statistics.json").write_text("{}")
-            and [
-                "predict",
-                "--checkpoint",
-                str(w / "ckpt"),
-                "-i",
-                _case(w),
-                "-o",
-                str(w / "seg.nii.gz"),
-                "--statistics",
-            ]
+            and _predict(w, "-i", _case(w), "-o", str(w / "seg.nii.gz"), "--statistics")
         ),
         2,
         r"statistics file .*seg_statistics.json exists and was not written by medseg-zoo",
     ),
     (
         "predict onto the input file",
-        lambda w: ["predict", "--checkpoint", str(w / "ckpt"), "-i", _case(w), "-o", _case(w)],
+        lambda w: _predict(w, "-i", _case(w), "-o", _case(w)),
         2,
         r"is the input",
     ),
     (
         "two inputs of the same name",
-        lambda w: [
-            "predict",
-            "--checkpoint",
-            str(w / "ckpt"),
-            "-i",
-            str(w / "cases/a/case.nii.gz"),
-            str(w / "cases/b/case.nii.gz"),
-            "-o",
-            str(w / "out"),
-        ],
+        lambda w: _predict(
+            w, "-i", str(w / "cases/a/case.nii.gz"), str(w / "cases/b/case.nii.gz"), "-o", str(w / "out")
+        ),
         2,
         r"inputs .*a/case.nii.gz and .*b/case.nii.gz would both be written to .*out/case.nii.gz",
     ),
     (
         "several inputs, one output file",
-        lambda w: [
-            "predict",
-            "--checkpoint",
-            str(w / "ckpt"),
-            "-i",
-            _case(w),
-            _case(w, "BRATS_001"),
-            "-o",
-            str(w / "seg.nii.gz"),
-        ],
+        lambda w: _predict(w, "-i", _case(w), _case(w, "BRATS_001"), "-o", str(w / "seg.nii.gz")),
         2,
         r"-o .*seg.nii.gz names one file but there are 2 inputs",
     ),
     (
         "output of another format",
-        lambda w: ["predict", "--checkpoint", str(w / "ckpt"), "-i", _case(w), "-o", str(w / "seg.mha")],
+        lambda w: _predict(w, "-i", _case(w), "-o", str(w / "seg.mha")),
         2,
         r"expected a .nii.gz / .nii file name for one input, or a folder",
     ),
     (
         "missing input",
-        lambda w: ["predict", "--checkpoint", str(w / "ckpt"), "-i", str(w / "nope.nii.gz"), "-o", str(w / "o")],
+        lambda w: _predict(w, "-i", str(w / "nope.nii.gz"), "-o", str(w / "o")),
         2,
         r"nope.nii.gz: file not found",
     ),
     (
         "GPU that is not there",
-        lambda w: [
-            "predict",
-            "--checkpoint",
-            str(w / "ckpt"),
-            "-i",
-            _case(w),
-            "-o",
-            str(w / "o"),
-            "--device",
-            "cuda:7",
-        ],
+        lambda w: _predict(w, "-i", _case(w), "-o", str(w / "o"), "--device", "cuda:7"),
         2,
         r"device 'cuda:7' is not available",
     ),

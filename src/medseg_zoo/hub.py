@@ -30,6 +30,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 FORMAT_VERSION = 1
+CHECKPOINT_FORMAT = "medseg-zoo"  # config.json's "format" in a save_pretrained folder
 
 
 class CheckpointError(MedsegZooError, ValueError):
@@ -165,7 +166,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not is_computed(k)}
     info = {
-        "format": "medseg-zoo",
+        "format": CHECKPOINT_FORMAT,
         "format_version": FORMAT_VERSION,
         "name": cfg.name,
         "architecture": cfg.architecture,
@@ -194,7 +195,7 @@ def _is_zoo_checkpoint(folder: Path) -> bool:
     if config.is_symlink() or any((folder / n).is_symlink() for n in (WEIGHTS_NAME, CARD_NAME)):
         return False  # a link is the user's: writing would replace it
     try:
-        return json.loads(config.read_text()).get("format") == "medseg-zoo"
+        return json.loads(config.read_text()).get("format") == CHECKPOINT_FORMAT
     except (OSError, ValueError, AttributeError):
         return False
 

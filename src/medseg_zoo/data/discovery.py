@@ -115,7 +115,6 @@ def _check_against_dataset_json(root: Path, meta: dict, scheme: LabelScheme) -> 
         own = scheme_from_dataset_json(meta, root.name)
     except ValueError:
         return  # no usable labels map: the given scheme is all there is
-    declared = own.labels
     if own.regions is not None:  # nnU-Net regions name regions, not values: the same grouping is the same meaning
         groups = sorted(map(sorted, own.regions.values()))
         if scheme.regions is None or sorted(map(sorted, scheme.regions.values())) != groups:
@@ -125,6 +124,7 @@ def _check_against_dataset_json(root: Path, meta: dict, scheme: LabelScheme) -> 
                 "set's own"
             )
         return
+    declared = own.labels
     differ = [
         f"{v}: {declared.get(v, '(absent)')!r} in dataset.json, {scheme.labels.get(v, '(absent)')!r} in the scheme"
         for v in sorted(set(declared) | set(scheme.labels))

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from medseg_zoo.errors import MissingExtraError
+from medseg_zoo.inference.io import WRITER
 
 __all__ = ["DicomSeries", "find_series", "read_dicom_seg", "read_series", "save_dicom_seg"]
 
@@ -318,7 +319,7 @@ def save_dicom_seg(
         series_number=int(series.datasets[0].get("SeriesNumber", 0) or 0) + 1000,
         sop_instance_uid=hd.UID(),
         instance_number=1,
-        manufacturer="medseg-zoo",
+        manufacturer=WRITER,
         manufacturer_model_name=model_name[:64],
         software_versions=__version__,
         device_serial_number="0",

@@ -18,6 +18,7 @@ from typing import Any
 
 from medseg_zoo._guard import check_output_folder
 from medseg_zoo.errors import OutputError, TrainingError
+from medseg_zoo.hub import CHECKPOINT_FORMAT
 
 __all__ = ["RUN_CONFIG", "RUN_FORMAT", "RUN_FORMAT_VERSION", "STATE_NAME", "RunFolder", "is_checkpoint"]
 
@@ -39,7 +40,7 @@ def is_checkpoint(folder: str | os.PathLike) -> bool:
     folder = Path(folder)
     if (folder / "model.safetensors").exists():
         return True
-    return _format(folder / "config.json") == "medseg-zoo"
+    return _format(folder / "config.json") == CHECKPOINT_FORMAT
 
 
 def _format(config: Path) -> str | None:

@@ -261,26 +261,27 @@ def _regions_from_dataset_json(raw: Mapping[str, Any], order: Any, name: str) ->
             )
         return items
 
-    regions = {str(k): values(v) for k, v in raw.items() if values(v) != (0,)}
-    background = next((str(k) for k, v in raw.items() if values(v) == (0,)), None)
+    parsed = {str(k): values(v) for k, v in raw.items()}
+    background = next((k for k, v in parsed.items() if v == (0,)), None)
     if background is None:
         raise ValueError(f"{name}: dataset.json 'labels' has no background (value 0): {raw!r}")
-    labels, seen = {0: background}, set()
+    regions = {k: v for k, v in parsed.items() if k != background}
+    labels, adds, seen = {0: background}, {}, set()
     for region, members in sorted(regions.items(), key=lambda item: len(item[1])):
         added = set(members) - seen
         if len(added) != 1 or not seen <= set(members):
             raise ValueError(
                 f"{name}: dataset.json regions must be nested, each adding one label value; got {dict(regions)}"
             )
-        labels[added.pop()] = region
+        adds[region] = added.pop()
+        labels[adds[region]] = region
         seen = set(members)
-    if order is not None:
-        adds = [next(v for v, n in labels.items() if n == region) for region in regions]
-        if list(order) != adds:
-            raise ValueError(
-                f"{name}: dataset.json regions_class_order {list(order)} differs from the value each region adds "
-                f"({adds}, regions in their order {list(regions)}); the zoo decodes regions by their nesting"
-            )
+    if order is not None and list(order) != [adds[region] for region in regions]:
+        raise ValueError(
+            f"{name}: dataset.json regions_class_order {list(order)} differs from the value each region adds "
+            f"({[adds[region] for region in regions]}, regions in their order {list(regions)}); the zoo decodes "
+            "regions by their nesting"
+        )
     return LabelScheme(name, f"{name} (dataset.json regions)", dict(sorted(labels.items())), regions)
 
 
