@@ -154,7 +154,8 @@ API = [
         "list instead of a tuple",
         lambda w: mz.predict(make_echo(), [np.zeros((4, 8, 8, 8)), np.eye(4)]),
         InputError,
-        r"prediction input: a list of 2 items; expected a 4-D NIfTI path, \{channel name: path\} or an \(array",
+        r"prediction input: a list of 2 items; expected a 4-D NIfTI path, \{channel name: path\}, a discovered Case "
+        r"or an \(array",
     ),
     (
         "zero affine",
@@ -175,10 +176,10 @@ API = [
         r"output .*seg.png: expected a file name ending in .nii.gz or .nii",
     ),
     (
-        "output is a folder",
-        lambda w: mz.predict(make_echo(), str(_echo_case(w)), output=w / "outdir.nii.gz"),
+        "output is a folder for an array",
+        lambda w: mz.predict(make_echo(), (np.zeros((4, 8, 8, 8)), np.eye(4)), output=w / "outdir.nii.gz"),
         OutputError,
-        r"outdir.nii.gz is an existing folder",
+        r"outdir.nii.gz is a folder, and an array input has no name to give the file: give a file name",
     ),
     (
         "output under a file",
@@ -590,7 +591,28 @@ CLI = [
         r"lr=-0.001 \(expected a finite number > 0\)",
     ),
     ("train with an infinite learning rate", lambda w: [*_train(w), "--lr", "inf"], 2, r"lr=inf \(expected a finite"),
+    (
+        "evaluate a checkpoint that does not exist",
+        lambda w: ["evaluate", "--checkpoint", str(w / "no_such_run" / "best"), "--data", str(w / "data")],
+        2,
+        r"--checkpoint .*no_such_run/best: no such file or folder; expected a model folder",
+    ),
 ]
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [(lambda w: _train(w), 2), (lambda w: _evaluate(w), 2), (lambda w: ["check-data", str(w / "data")], 1)],
+    ids=["train", "evaluate", "check-data"],
+)
+def test_a_missing_labels_folder_is_named_per_case(work, command, code, capsys):
+    shutil.rmtree(work / "data" / "labelsTr")  # dataset.json still lists the label files
+    before = snapshot(work)
+    assert main(command(work)) == code
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and "FileNotFoundError" not in out + err
+    assert re.search(r"BRATS_000: .*labelsTr/BRATS_000.nii.gz", out + err), out + err
+    assert snapshot(work) == before
 
 
 def _evaluate(work):

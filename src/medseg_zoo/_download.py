@@ -47,7 +47,7 @@ def _hub_cache(cache_dir: str | os.PathLike | None) -> Path | None:
     return Path(cache_dir) / "hub" if cache_dir is not None else None
 
 
-def _digest(path: Path, algorithm: str) -> str:
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -189,10 +189,10 @@ def fetch(
 
 def _verify(path: Path, source: WeightSource, cache_dir: str | os.PathLike | None) -> tuple[Path, str]:
     """Check a fetched file against the pinned, published and recorded hashes; evict it on a mismatch."""
-    sha256 = _digest(path, "sha256")
+    sha256 = file_digest(path, "sha256")
     expected = [("sha256", source.sha256, sha256, "pinned in the registry")]
     if source.md5:
-        expected.append(("md5", source.md5, _digest(path, "md5"), "published by the source"))
+        expected.append(("md5", source.md5, file_digest(path, "md5"), "published by the source"))
     recorded = _records(cache_root(cache_dir)).get(source.location)
     if recorded:
         expected.append(("sha256", recorded, sha256, "recorded at the first verified download"))

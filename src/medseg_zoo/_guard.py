@@ -1,7 +1,8 @@
 """May this command write here? One check shared by every command that writes (train, evaluate, predict, demo).
 
-A command never writes onto one of its own inputs, nor inside the data set or checkpoint it reads, and never
-into a folder it cannot write; each refusal happens before any work and names the path and the reason.
+A command never writes onto one of its own inputs, nor inside the data set or checkpoint it reads, nor into the
+run folder of a training run in progress (`medseg_zoo._lock`), and never into a folder it cannot write; each
+refusal happens before any work and names the path and the reason.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from medseg_zoo._lock import refuse_owned
 from medseg_zoo.errors import OutputError
 
 __all__ = ["check_output_file", "check_output_folder", "same_file"]
@@ -48,7 +50,7 @@ def check_output_file(
     what: str = "output",
 ) -> Path:
     """Refuse a file path that must not be written: a wrong suffix, an existing folder, one of the command's
-    inputs, a path inside a folder the command reads, or an unwritable place.
+    inputs, a path inside a folder the command reads or inside a live run's folder, or an unwritable place.
 
     Args:
         output: The file to write.
@@ -73,13 +75,15 @@ def check_output_file(
             raise OutputError(
                 f"{what} {path} lies inside {name} {folder}, which this command reads: choose a path outside it"
             )
+    refuse_owned(path, what=what)
     _writable_parent(path, what)
     return path
 
 
 def check_output_folder(output: str | os.PathLike, *, protected: Protected | None = None, what: str = "output") -> Path:
     """Refuse a folder that must not be written: an existing file, a folder that holds or lies inside one the
-    command reads, or an unwritable place. (What may be replaced inside it is the caller's rule.)
+    command reads, a live run's folder (or one inside it), or an unwritable place. (What may be replaced inside it
+    is the caller's rule.)
 
     Raises:
         OutputError: Naming the path and what was expected.
@@ -92,6 +96,7 @@ def check_output_folder(output: str | os.PathLike, *, protected: Protected | Non
             raise OutputError(
                 f"{what} {path} overlaps {name} {folder}, which this command reads: choose a folder outside it"
             )
+    refuse_owned(path, what=what)
     if not path.exists():
         _writable_parent(path, what)
     elif not os.access(path, os.W_OK | os.X_OK):

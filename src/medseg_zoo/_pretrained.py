@@ -35,7 +35,8 @@ class LoadReport:
     """What happened to the weights on their way into the model.
 
     Attributes:
-        source: Where they came from.
+        source: Where they came from (a Hub file, a download, a checkpoint folder).
+        sha256: The hash of the weights file, when known.
         loaded: Parameters and buffers taken from the file as they are.
         adapted: Stem parameters adapted to another number of input channels.
         reordered: Stem parameters whose input channels were permuted to the requested order.
@@ -46,6 +47,7 @@ class LoadReport:
     """
 
     source: str
+    sha256: str = ""
     loaded: list[str] = field(default_factory=list)
     adapted: list[str] = field(default_factory=list)
     reordered: list[str] = field(default_factory=list)
@@ -54,7 +56,8 @@ class LoadReport:
     dropped: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        parts = [f"loaded {self.source}: {len(self.loaded)} tensors as they are"]
+        origin = f"{self.source} (sha256 {self.sha256[:12]})" if self.sha256 else self.source
+        parts = [f"loaded {origin}: {len(self.loaded)} tensors as they are"]
         for name in ("adapted", "reordered", "interpolated"):
             keys = getattr(self, name)
             if keys:
@@ -201,7 +204,7 @@ def load_pretrained(
             stacklevel=3,
         )
 
-    return load_state(model, cfg, contract, state, f"{source.location} (sha256 {sha256[:12]})", source.covers)
+    return load_state(model, cfg, contract, state, source.location, source.covers, sha256=sha256)
 
 
 def load_state(
@@ -211,6 +214,8 @@ def load_state(
     state: dict[str, torch.Tensor],
     source: str,
     covers: tuple[str, ...] = (),
+    *,
+    sha256: str = "",
 ) -> LoadReport:
     """Load a converted state dict of ``cfg``'s weights into ``model`` (built for ``contract``): adapt the stem,
     head and position embedding, check that every covered key fits, keep the rest fresh; see `load_pretrained`.
@@ -219,7 +224,7 @@ def load_state(
         WeightsError: If the weights do not fit.
     """
     base = cfg.contract or contract  # a generic architecture's weights are for the model as built
-    report = LoadReport(source)
+    report = LoadReport(source, sha256)
     target = model.state_dict()
     if covers:  # the file's other parts (a pretraining decoder) are not part of the starting point
         report.dropped = sorted(k for k in state if not k.startswith(covers))

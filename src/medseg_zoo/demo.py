@@ -29,6 +29,7 @@ from medseg_zoo.data.discovery import discover
 from medseg_zoo.data.synthetic import make_dataset
 from medseg_zoo.errors import OutputError, TrainingError
 from medseg_zoo.hub import from_pretrained
+from medseg_zoo.inference.preview import canonical, planes
 from medseg_zoo.training import TrainConfig, Trainer, evaluate
 
 __all__ = ["DEMO_MODEL", "EPOCHS", "overlay", "run_demo"]
@@ -178,8 +179,8 @@ def _table(summary: dict[str, Any], channels: list[str]) -> str:
 
 def _canonical(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     """The volume in RAS voxel order (display orientation) and its voxel sizes."""
-    img = nib.as_closest_canonical(nib.load(path))
-    return np.asarray(img.dataobj), img.header.get_zooms()[:3]
+    img = nib.load(path)
+    return canonical(np.asarray(img.dataobj), img.affine)
 
 
 def overlay(case: Any, prediction: str | os.PathLike, path: str | os.PathLike) -> Path:
@@ -203,16 +204,11 @@ def overlay(case: Any, prediction: str | os.PathLike, path: str | os.PathLike) -
     centre = [s // 2 for s in flair.shape]  # through the whole tumour's centre where there is one
     if truth[1].any():
         centre = np.rint(np.argwhere(truth[1]).mean(axis=0)).astype(int).tolist()
-    planes = {  # name -> (index into the volume, axis labels, voxel height / width)
-        "axial": ((slice(None), slice(None), centre[2]), ("R", "A"), zooms[1] / zooms[0]),
-        "coronal": ((slice(None), centre[1], slice(None)), ("R", "S"), zooms[2] / zooms[0]),
-        "sagittal": ((centre[0], slice(None), slice(None)), ("A", "S"), zooms[2] / zooms[1]),
-    }
     fig = Figure(figsize=(12, 4.6))
     fig.subplots_adjust(left=0.02, right=0.98, top=0.86, bottom=0.14, wspace=0.05)
     axes = fig.subplots(1, 3)
     scale = np.percentile(flair[flair > 0], 99) if (flair > 0).any() else 1.0
-    for ax, (name, (index, (right, up), aspect)) in zip(axes, planes.items(), strict=True):
+    for ax, (name, (index, (right, up), aspect)) in zip(axes, planes(centre, zooms).items(), strict=True):
         ax.imshow(flair[index].T, cmap="gray", origin="lower", vmin=0, vmax=scale, aspect=aspect)
         for regions, colour in ((truth, TRUTH), (predicted, PREDICTION)):
             for channel, region in enumerate(("TC", "WT", "ET")):

@@ -295,6 +295,12 @@ def from_pretrained(
     unset = [k for k, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if unset:
         raise CheckpointError(f"{weights_path}: no values for {', '.join(unset)}")
+    from medseg_zoo._download import file_digest
+    from medseg_zoo._pretrained import LoadReport
+
+    model.load_report = LoadReport(
+        spec if spec.startswith(HUB_PREFIX) else str(folder.resolve()), file_digest(weights_path), loaded=sorted(state)
+    )
     model.pretrained_cfg = model.pretrained_cfg.replace(
         contract=contract,
         license=info.get("license", ""),

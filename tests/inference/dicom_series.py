@@ -78,3 +78,67 @@ def write_series(
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def write_enhanced(
+    path: Path,
+    data: np.ndarray,
+    affine: np.ndarray,
+    *,
+    modality: str = "CT",
+    frame_order: list[int] | None = None,
+    slope: float = 1.0,
+    intercept: float = 0.0,
+) -> Path:
+    """Write ``data`` (X, Y, Z) with RAS ``affine`` as one enhanced multi-frame CT or MR image: each frame placed by
+    its per-frame PlanePositionSequence, orientation, pixel spacing and rescale in the shared functional groups.
+
+    ``frame_order`` gives the slice index stored as each frame (default: slice k is frame k + 1).
+    """
+    from pydicom.sequence import Sequence
+    from pydicom.uid import EnhancedCTImageStorage, EnhancedMRImageStorage
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sop_class = EnhancedCTImageStorage if modality == "CT" else EnhancedMRImageStorage
+    lps = LPS @ affine
+    row, column = lps[:3, 0], lps[:3, 1]
+    spacing = (np.linalg.norm(column), np.linalg.norm(row))
+    order = list(range(data.shape[2])) if frame_order is None else frame_order
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Synthetic^Case", "SYN0002", "", "O"
+    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.ReferringPhysicianName, ds.StudyID = "", "", "", "", "1"
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.SeriesDescription = modality, 2, 1, "enhanced"
+    ds.Rows, ds.Columns, ds.NumberOfFrames = data.shape[1], data.shape[0], len(order)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
+    shared = Dataset()
+    measures, plane, transform = Dataset(), Dataset(), Dataset()
+    measures.PixelSpacing = [_ds(v) for v in spacing]
+    measures.SliceThickness = _ds(float(np.linalg.norm(lps[:3, 2])))
+    plane.ImageOrientationPatient = [_ds(v) for v in (*(row / spacing[1]), *(column / spacing[0]))]
+    transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = _ds(slope), _ds(intercept), "US"
+    shared.PixelMeasuresSequence = Sequence([measures])
+    shared.PlaneOrientationSequence = Sequence([plane])
+    shared.PixelValueTransformationSequence = Sequence([transform])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for k in order:
+        item, position, content = Dataset(), Dataset(), Dataset()
+        position.ImagePositionPatient = [_ds(v) for v in lps[:3, 3] + k * lps[:3, 2]]
+        content.DimensionIndexValues = [int(k) + 1]
+        item.PlanePositionSequence = Sequence([position])
+        item.FrameContentSequence = Sequence([content])
+        frames.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    stored = np.stack([np.round((data[:, :, k].T - intercept) / slope) for k in order]).astype(np.int16)
+    ds.PixelData = stored.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path

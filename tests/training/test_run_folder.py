@@ -42,8 +42,11 @@ def test_overwrite_refuses_a_users_folder_with_a_config_json(tiny_data, tiny_che
     argv = ["train", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_data), "--output", str(project)]
     assert main([*argv, *TRAIN, "--overwrite"]) == 2
     err = capsys.readouterr().err
-    assert "project holds files (analysis.py, config.json, notes.txt, results/)" in err
-    assert "is not a medseg-zoo run's (format None)" in err and "refusing to delete them" in err
+    assert (
+        "project already holds files (analysis.py, config.json, notes.txt, results/) and is not a medseg-zoo run" in err
+    )
+    assert "its config.json is not a medseg-zoo run's (it names no format)." in err
+    assert "--overwrite deletes only the files of a medseg-zoo run, so nothing was deleted. Choose an empty" in err
     assert snapshot(project) == before
 
 
@@ -125,17 +128,43 @@ def test_train_config_without_an_output_writes_nothing(tiny_data, tmp_path, monk
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--model", "unetr_brats"], r"--resume continues the run .* drop --model"),
-        (["--checkpoint", "/nonexistent"], r"drop --checkpoint"),
-        (["--recipe", "unet_brats", "--label-scheme", "brats2021"], r"drop --recipe, --label-scheme"),
-        (["--lr", "0.5"], r"settings differ from the run .*: lr=0.5 \(the run's: 0.01\)"),
+        (["--model", "unetr_brats"], r"--resume: --model unetr_brats \(the run's: unet_brats\): a resumed run keeps"),
+        (["--checkpoint", "/nonexistent"], r"--checkpoint /nonexistent \(the run's: scratch\)"),
+        (["--pretrained"], r"--pretrained True \(the run's: False\)"),
+        (
+            ["--recipe", "unet_brats", "--label-scheme", "brats2021"],
+            r"--label-scheme brats2021 \(the run's: msd_task01\)",
+        ),
+        (["--recipe", "unet_brats"], r"--recipe unet_brats \(the run's: default\)"),
+        (["--lr", "0.5", "--seed", "3"], r"--lr 0.5 \(the run's: 0.01\); --seed 3 \(the run's: 0\)"),
+        (["--roi-size", "32"], r"--roi-size 32 32 32 \(the run's: \(16, 16, 16\)\)"),
+        (["--in-channels", "2"], r"--in-channels 2 \(the run's: 4\)"),
     ],
 )
 def test_resume_refuses_options_that_contradict_the_run(finished_run, options, message, capsys):
     before = snapshot(finished_run)
     assert main(["train", "--output", str(finished_run), "--resume", *options]) == 2
-    assert __import__("re").search(message, capsys.readouterr().err)
+    err = capsys.readouterr().err
+    assert __import__("re").search(message, err), err
+    assert f"start a new run from its weights: --checkpoint {finished_run / 'last'} --output NEW" in err
     assert snapshot(finished_run) == before
+
+
+def test_resume_accepts_its_own_options_and_records_the_new_epochs(finished_run, tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    same = ["--model", "unet_brats", "--data", str(tiny_data), "--lr", "0.01", "--in-channels", "4", "--seed", "0"]
+    same += ["--label-scheme", "msd_task01", "--roi-size", "16", "16", "16", "--recipe", "default", "--in-channels"]
+    same += ["FLAIR,T1w,T1gd,T2w"]
+    assert main(["train", "--output", str(run), "--resume", *same, "--epochs", "2", "--no-progress"]) == 0, (
+        capsys.readouterr().err
+    )
+    recorded = json.loads((run / "config.json").read_text())
+    assert recorded["config"]["epochs"] == 2 and recorded["resumed"][-1]["epochs"] == 2
+    assert len(RunFolder(run).run_config()["split"]["train"]) > 0
+    assert (run / "metrics.csv").read_text().count("\n") == 3  # header and two epochs
+    assert main(["train", "--output", str(run), "--resume", "--epochs", "1"]) == 2
+    assert "--epochs 1 (the run's: 2)" in capsys.readouterr().err
 
 
 def test_resume_refuses_another_model(finished_run, tiny_data):

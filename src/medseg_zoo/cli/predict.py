@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,14 +15,9 @@ from medseg_zoo._factory import create_ensemble
 __all__ = ["add_commands"]
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    return name[: -len(".nii.gz")] if name.endswith(".nii.gz") else path.stem
-
-
 def _cases(inputs: list[str]) -> list[tuple[str, object]]:
     """(case name, predict input) pairs from files, folders of files, or NAME=path channel items."""
-    from medseg_zoo.inference.io import InputError
+    from medseg_zoo.inference.io import InputError, case_name
 
     channel_items = [i for i in inputs if "=" in i and not Path(i).exists()]
     if channel_items:
@@ -33,27 +27,24 @@ def _cases(inputs: list[str]) -> list[tuple[str, object]]:
         for path in map(Path, mapping.values()):
             if not path.exists():
                 raise InputError(f"{path}: not found")
-        first = Path(next(iter(mapping.values())))
-        if first.is_dir():  # one DICOM series per channel: the case is named after the folder above them
-            return [(first.resolve().parent.name, mapping)]
-        return [(re.sub(r"_\d{4}$", "", _stem(first)), mapping)]  # nnU-Net's CASE_0000 names the case CASE
+        return [(case_name(mapping), mapping)]
     cases = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.name.endswith((".nii.gz", ".nii")))
             if files:
-                cases += [(_stem(p), p) for p in files]
+                cases += [(case_name(p), p) for p in files]
                 continue
             from medseg_zoo.inference.dicom import find_series
 
             if not find_series(path):
                 raise InputError(f"{path}: folder holds no .nii or .nii.gz files and no DICOM series")
-            cases.append((path.resolve().name, path))  # a DICOM series folder is one case
+            cases.append((case_name(path), path))  # a DICOM series folder is one case
         elif not path.is_file():
             raise InputError(f"{path}: file not found")
         else:
-            cases.append((_stem(path), path))
+            cases.append((case_name(path), path))
     return cases
 
 
@@ -85,6 +76,24 @@ def _outputs(cases: list[tuple[str, object]], output: str, output_type: str = "n
             )
         seen[key] = _describe(inputs)
     return outputs
+
+
+def _previews(cases: list[tuple[str, object]], preview: str | None) -> list[Path | None]:
+    """One preview PNG per case (``--preview x.png`` for one case, ``--preview FOLDER`` for several), or none."""
+    from medseg_zoo.errors import OutputError
+
+    if preview is None:
+        return [None] * len(cases)
+    target = Path(preview)
+    if target.name.endswith(".png"):
+        if len(cases) > 1:
+            raise OutputError(
+                f"--preview {preview} names one picture but there are {len(cases)} inputs; give a folder for --preview"
+            )
+        return [target]
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"--preview {preview}: expected a .png file name for one input, or a folder")
+    return [target / f"{name}.png" for name, _ in cases]
 
 
 def _file_channels(args: argparse.Namespace) -> list[str] | None:
@@ -147,6 +156,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     cases = _cases(args.inputs)
     outputs = _outputs(cases, args.output, args.output_type)
+    previews = _previews(cases, args.preview)
     me, device = process(args.device)
     # Under torchrun each process takes every world-th case: each case is written by exactly one process.
     mine = list(zip(cases, outputs, strict=True))[me.rank :: me.world]
@@ -169,8 +179,11 @@ def _predict(args: argparse.Namespace) -> int:
     )
     every_input = [p for _, inputs in cases for p in input_paths(inputs)]
     request = {"kind": args.kind, "output_type": args.output_type, "statistics": args.statistics}
-    for out in outputs:  # every process checks all of them: nothing starts unless all are fine
-        predictor.check_request(out, every_input, **request)
+    for out, shown in zip(
+        outputs, previews, strict=True
+    ):  # every process checks all: nothing starts unless all are fine
+        predictor.check_request(out, every_input, **request, preview=shown)
+    preview_of = dict(zip(outputs, previews, strict=True))
     todo = []
     for case, out in mine:
         if args.skip_existing and out.exists():
@@ -196,6 +209,8 @@ def _predict(args: argparse.Namespace) -> int:
             predictor.check_volume(volume, args.output_type)
             data = predictor.predict_volume(volume, args.kind)
             predictor.save(data, volume, out, output_type=args.output_type, statistics=args.statistics)
+            if preview_of[out] is not None:
+                predictor.save_preview(data, volume, preview_of[out], name)
         except InputError as exc:  # one bad case does not stop the others
             failed.append(f"{name}: {exc}")
             continue
@@ -261,6 +276,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="also write per-structure volume (ml), voxel count and intensity statistics as JSON beside each output",
     )
     p.add_argument("-o", "--output", required=True, help="output .nii.gz for one case, else a folder")
+    p.add_argument(
+        "--preview",
+        help="also write a PNG of three planes through the predicted structures over the image: a .png for one case, "
+        "else a folder (labels only)",
+    )
     p.add_argument("--kind", choices=["labels", "regions", "probabilities"], default="labels")
     p.add_argument("--skip-existing", action="store_true", help="leave outputs that exist (resume a long batch)")
     p.add_argument("--tta", action="store_true", help="average over the 8 flips (8x slower)")

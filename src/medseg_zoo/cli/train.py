@@ -14,7 +14,7 @@ from medseg_zoo._factory import create_model
 from medseg_zoo._registry import get_config
 from medseg_zoo.errors import TrainingError
 from medseg_zoo.training.losses import LOSSES
-from medseg_zoo.training.recipes import RECIPES
+from medseg_zoo.training.recipes import RECIPES, RESUMABLE_CHANGES
 from medseg_zoo.transforms.labels import list_schemes
 
 __all__ = ["add_commands"]
@@ -113,42 +113,101 @@ def _model(args: argparse.Namespace, dataset: Any) -> Any:
     return create_model(args.model, pretrained=args.pretrained, **kwargs)
 
 
-# Options that choose the model or its data's meaning: a resumed run has its own.
-_NOT_WITH_RESUME = (
-    "model",
-    "checkpoint",
-    "pretrained",
-    "in_channels",
-    "out_channels",
-    "recipe",
-    "label_scheme",
-    "labels",
-    "roi_size",
-)
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _resume_conflicts(args: argparse.Namespace, run: dict[str, Any], contract: Any, given: dict[str, Any]) -> list[str]:
+    """The options given with ``--resume`` that contradict the run: option, the run's value, the given one. An
+    option equal to the run's value is no conflict (scripts repeat the whole command line)."""
+    from medseg_zoo.training import TrainConfig
+    from medseg_zoo.transforms.labels import LabelScheme, get_scheme
+
+    conflicts: list[tuple[str, Any, Any]] = []
+
+    def compare(option: str, ours: Any, theirs: Any, shown: Any = None) -> None:
+        if ours != theirs:
+            conflicts.append((option, theirs, ours if shown is None else shown))
+
+    model = run.get("model", {})
+    if args.model:
+        compare("--model", args.model, model.get("name"))
+    if args.checkpoint:
+        start = model.get("start", {}).get("source")
+        compare("--checkpoint", str(Path(args.checkpoint).resolve()), start, args.checkpoint)
+    if args.pretrained:
+        compare("--pretrained", True, bool(model.get("pretrained")))
+    data = run.get("data", {})
+    for option, value, names in (
+        ("--in-channels", args.in_channels, list(contract.in_channels)),
+        ("--out-channels", args.out_channels, list(contract.out_channels)),
+    ):
+        if value is None:
+            continue
+        if value == "data":
+            wanted = list(data.get("channels", [])) if option == "--in-channels" else names
+            compare(option, wanted, names, "data")
+        elif isinstance(value, int):
+            compare(option, value, len(names))
+        else:
+            compare(option, list(value), names, ",".join(value))
+    if args.roi_size:
+        compare("--roi-size", tuple(args.roi_size), tuple(contract.roi_size), " ".join(map(str, args.roi_size)))
+    scheme = label_scheme(args)
+    if scheme is not None:
+        recorded = data.get("label_scheme")
+        ran = LabelScheme.from_dict(recorded) if isinstance(recorded, dict) else get_scheme(recorded)
+        wanted = get_scheme(scheme) if isinstance(scheme, str) else scheme
+        if (wanted.labels, wanted.regions) != (ran.labels, ran.regions):
+            option, shown = ("--labels", ",".join(args.labels)) if args.labels else ("--label-scheme", scheme)
+            conflicts.append((option, ran.name if isinstance(recorded, str) else ",".join(ran.labels.values()), shown))
+    saved = TrainConfig.from_dict({**run["config"], "output": args.output})
+    if args.recipe:
+        compare("--recipe", args.recipe, saved.recipe)
+    if "epochs" in given and given["epochs"] < saved.epochs:
+        conflicts.append(("--epochs", saved.epochs, given["epochs"]))  # a resumed run may grow, not shrink
+    ours = TrainConfig.from_dict({**run["config"], **given})
+    for name in given:
+        if name not in RESUMABLE_CHANGES:
+            compare(_option(name), getattr(ours, name), getattr(saved, name), given[name])
+    return [f"{option} {given_value} (the run's: {ran})" for option, ran, given_value in conflicts]
 
 
 def _resume_config(args: argparse.Namespace, given: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """The resumed run's settings (the run's, with the options that may change), data set and last weights."""
+    """The resumed run's settings (the run's, with the options that may change), data set and last weights.
+
+    Every option given with ``--resume`` is compared with the run's value: an equal one is accepted, ``--epochs``
+    may grow, and one that contradicts the run is refused, naming the option, the run's value and the given one.
+    """
+    from medseg_zoo._contract import config_of
+    from medseg_zoo._lock import refuse_owned
     from medseg_zoo.data import discover
     from medseg_zoo.hub import from_pretrained
     from medseg_zoo.training import TrainConfig
     from medseg_zoo.training.run_folder import RunFolder
     from medseg_zoo.transforms.labels import LabelScheme
 
-    contradicting = [f"--{n.replace('_', '-')}" for n in _NOT_WITH_RESUME if getattr(args, n)]
-    if contradicting:
-        raise TrainingError(
-            f"--resume continues the run in {args.output} with its own model, data labels and recipe; drop "
-            f"{', '.join(contradicting)} (or start a new run: --checkpoint {Path(args.output) / 'last'} --output NEW)"
-        )
+    refuse_owned(args.output, what="--output", allow_self=False)  # before reading a run another process writes
     folder = RunFolder(args.output)
     run = folder.read()
+    last = folder.path / "last"
+    if not (last / "model.safetensors").is_file():
+        raise TrainingError(f"--resume: {args.output} has no completed epoch (no last/); start again with --overwrite")
     try:
+        model = from_pretrained(last)
+        conflicts = _resume_conflicts(args, run, config_of(model).contract, given)
         config = TrainConfig.from_dict({**run["config"], **given})
         scheme = run["data"]["label_scheme"]
         data_root = args.data or run["data"]["root"]
     except (KeyError, TypeError) as exc:
         raise TrainingError(f"--resume: cannot read {folder.config_path} ({type(exc).__name__}: {exc})") from None
+    if conflicts:
+        raise TrainingError(
+            f"--resume: {'; '.join(conflicts)}: a resumed run keeps its model, data labels and settings (only "
+            f"{', '.join(_option(n) for n in RESUMABLE_CHANGES if n in _CONFIG_OPTIONS)} may change, --epochs only "
+            "grow). Drop the "
+            f"option, or start a new run from its weights: --checkpoint {last} --output NEW"
+        )
     scheme = LabelScheme.from_dict(scheme) if isinstance(scheme, dict) else scheme
     if not args.data and not Path(data_root).is_dir():
         raise TrainingError(
@@ -161,10 +220,7 @@ def _resume_config(args: argparse.Namespace, given: dict[str, Any]) -> tuple[Any
             file=sys.stderr,
         )
     dataset = discover(data_root, label_scheme=scheme)
-    last = folder.path / "last"
-    if not (last / "model.safetensors").is_file():
-        raise TrainingError(f"--resume: {args.output} has no completed epoch (no last/); start again with --overwrite")
-    return config, dataset, from_pretrained(last)
+    return config, dataset, model
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -213,6 +269,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from medseg_zoo.training.run_folder import RunFolder
 
     exported = bool(args.checkpoint) and args.checkpoint.endswith(tuple(EXPORT_FORMATS))
+    if args.checkpoint and not args.checkpoint.startswith("hf-hub:") and not Path(args.checkpoint).exists():
+        raise TrainingError(
+            f"--checkpoint {args.checkpoint}: no such file or folder; expected a model folder (RUN/best, RUN/last, "
+            "a save_pretrained folder) or an exported .onnx / .pt2 file"
+        )
     if args.checkpoint and not exported and RunFolder(args.checkpoint).run_config() is not None:
         raise TrainingError(
             f"--checkpoint {args.checkpoint} is a run folder; evaluate one of its checkpoints: "

@@ -40,11 +40,14 @@ class Case:
         name: Case identifier (file name without extension or channel suffix).
         images: One 4-D file holding every channel, or one 3-D file per channel in channel order.
         label: The label map, or ``None`` for unlabelled cases.
+        channels: The channel names of the images, in order (its data set's), so that `medseg_zoo.predict` can
+            put them in a model's order.
     """
 
     name: str
     images: tuple[Path, ...]
     label: Path | None = None
+    channels: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, str | list[str]]:
         """The MONAI data-dictionary form: ``{"image": path or [paths], "label": path}``."""
@@ -303,7 +306,9 @@ def discover(
                 f"{meta_path}: neither MSD ('modality', 'training') nor nnU-Net v2 ('channel_names', 'file_ending'); "
                 f"keys found: {sorted(meta)}"
             )
-    return dataclasses.replace(dataset, unused_labels=_unused_labels(dataset))
+    named = {part: tuple(dataclasses.replace(c, channels=dataset.channels) for c in getattr(dataset, part))
+             for part in ("cases", "test")}  # fmt: skip
+    return dataclasses.replace(dataset, **named, unused_labels=_unused_labels(dataset))
 
 
 def _unused_labels(dataset: DataSet) -> tuple[Path, ...]:
@@ -313,6 +318,7 @@ def _unused_labels(dataset: DataSet) -> tuple[Path, ...]:
         sorted(
             path
             for folder in {label.parent for label in labels}
+            if folder.is_dir()  # a missing labels folder is reported per case by the checks
             for path in folder.iterdir()
             if path.name.endswith(NIFTI) and not path.name.startswith(".") and path.resolve() not in used
         )

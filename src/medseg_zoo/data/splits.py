@@ -19,11 +19,15 @@ def _shuffled(items: Sequence[T], seed: int) -> list[T]:
 def train_val_split(items: Sequence[T], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[T], list[T]]:
     """Split into training and validation items; the same items and seed always give the same split.
 
+    ``val_fraction=0`` keeps every item for training (in the shuffled order) and validates on none.
+
     Raises:
-        ValueError: If ``val_fraction`` is not in (0, 1) or either part would be empty.
+        ValueError: If ``val_fraction`` is not in [0, 1) or, above 0, either part would be empty.
     """
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) or not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be at least 0 and below 1 (0: no validation items), got {val_fraction!r}")
+    if val_fraction == 0:
+        return _shuffled(items, seed), []
     n_val = round(len(items) * val_fraction)
     if n_val == 0 or n_val == len(items):
         raise ValueError(f"cannot split {len(items)} item(s) with val_fraction={val_fraction}: a part would be empty")

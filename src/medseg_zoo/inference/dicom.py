@@ -20,7 +20,7 @@ import numpy as np
 from medseg_zoo.errors import MissingExtraError
 from medseg_zoo.inference.io import WRITER
 
-__all__ = ["DicomSeries", "find_series", "read_dicom_seg", "read_series", "save_dicom_seg"]
+__all__ = ["DicomSeries", "check_seg_source", "find_series", "read_dicom_seg", "read_series", "save_dicom_seg"]
 
 _INSTALL = "pip install 'medseg-zoo[dicom]'"
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -50,9 +50,11 @@ class DicomSeries:
         data: ``(X, Y, Z)`` float32, rescale slope and intercept applied; X runs along a row (ImageOrientationPatient's
             first cosine), Y down the columns, Z along the slice normal in the order of the positions.
         affine: 4x4 voxel-to-world matrix, RAS mm.
-        datasets: The slices' headers (no pixel data) in Z order, for a DICOM Segmentation that references them.
+        datasets: The slices' headers (no pixel data) in Z order, for a DICOM Segmentation that references them;
+            for an enhanced multi-frame image its one header.
         uid: SeriesInstanceUID.
         folder: Where the series was read from.
+        frames: For an enhanced multi-frame image, the frame number (from 1) of each Z index; else ``None``.
     """
 
     data: np.ndarray
@@ -60,6 +62,7 @@ class DicomSeries:
     datasets: list[Any]
     uid: str
     folder: Path
+    frames: tuple[int, ...] | None = None
 
 
 def _headers(folder: Path) -> list[tuple[Path, Any]]:
@@ -107,97 +110,152 @@ def _choose(folder: Path, series_uid: str | None) -> list[tuple[Path, Any]]:
     return next(iter(series.values()))
 
 
-def _vector(ds: Any, key: str, size: int, path: Path) -> np.ndarray:
+def _vector(ds: Any, key: str, size: int, where: Any) -> np.ndarray:
     value = ds.get(key)
     try:
         out = np.array([float(v) for v in value], dtype=np.float64)
     except (TypeError, ValueError):
         out = np.array([])
     if out.shape != (size,) or not np.isfinite(out).all():
-        raise _input_error(f"{path}: {key} is {value!r}; expected {size} numbers")
+        raise _input_error(f"{where}: {key} is {value!r}; expected {size} numbers")
     return out
 
 
-def _geometry(files: list[tuple[Path, Any]]) -> tuple[list[tuple[Path, Any]], np.ndarray]:
-    """The slices in order along the normal and the LPS affine, or an error naming the file and the value."""
-    first_path, first = files[0]
+@dataclass
+class _Slice:
+    """One 2-D image of a series: a single-frame file, or one frame of an enhanced multi-frame file."""
+
+    path: Path
+    header: Any
+    frame: int | None  # 1-based frame number in a multi-frame file
+    geometry: Any  # what holds ImagePositionPatient, ImageOrientationPatient and PixelSpacing for this image
+    rescale: Any  # what holds RescaleSlope and RescaleIntercept
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.frame is None else f"{self.path.name} frame {self.frame}"
+
+    def __str__(self) -> str:
+        return str(self.path) if self.frame is None else f"{self.path} frame {self.frame}"
+
+
+def _group(ds: Any, sequence: str, functional: tuple[Any, ...]) -> Any:
+    """The item of a functional group macro (``PlanePositionSequence``, ...) for one frame: per-frame first, then
+    shared (an enhanced multi-frame image keeps each macro in one of the two); else the top level."""
+    for groups in functional:
+        item = groups.get(sequence) if groups is not None else None
+        if item:
+            return item[0]
+    return ds
+
+
+def _slices(files: list[tuple[Path, Any]]) -> list[_Slice]:
+    """The images of a series: one per single-frame file, one per frame of an enhanced multi-frame file (its
+    per-frame and shared functional groups give each frame's position, orientation, spacing and rescale)."""
+    out = []
     for path, ds in files:
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-            raise _input_error(
-                f"{path}: a multi-frame image ({ds.NumberOfFrames} frames); expected a series of single-frame slices "
-                "(convert enhanced multi-frame files, e.g. with dcm2niix, to NIfTI)"
-            )
         if int(ds.get("SamplesPerPixel", 1)) != 1:
             raise _input_error(f"{path}: SamplesPerPixel {ds.SamplesPerPixel}; expected greyscale (1)")
-    if len(files) < 2:
-        raise _input_error(f"{first_path}: the series has one slice; expected a 3-D series of several slices")
-    orientation = _vector(first, "ImageOrientationPatient", 6, first_path)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+        if frames == 1 and not per_frame:
+            out.append(_Slice(path, ds, None, ds, ds))
+            continue
+        if not per_frame or len(per_frame) != frames:
+            raise _input_error(
+                f"{path}: a multi-frame image of {frames} frames without a PerFrameFunctionalGroupsSequence of as many "
+                "items; expected an enhanced multi-frame image (CT/MR) or single-frame slices"
+            )
+        shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+        for number, groups in enumerate(per_frame, start=1):
+            functional = (groups, shared)
+            geometry = {}
+            for sequence, key in (
+                ("PlanePositionSequence", "ImagePositionPatient"),
+                ("PlaneOrientationSequence", "ImageOrientationPatient"),
+                ("PixelMeasuresSequence", "PixelSpacing"),
+            ):
+                geometry[key] = _group(ds, sequence, functional).get(key)
+            rescale = _group(ds, "PixelValueTransformationSequence", functional)
+            out.append(_Slice(path, ds, number, geometry, rescale))
+    return out
+
+
+def _geometry(files: list[tuple[Path, Any]]) -> tuple[list[_Slice], np.ndarray]:
+    """The images in order along the normal and the LPS affine, or an error naming the file and the value."""
+    slices = _slices(files)
+    if len(slices) < 2:
+        raise _input_error(f"{slices[0]}: the series has one slice; expected a 3-D series of several slices")
+    first = slices[0]
+    orientation = _vector(first.geometry, "ImageOrientationPatient", 6, first)
     row, column = orientation[:3], orientation[3:]
     if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(column) - 1) > 1e-3 or abs(row @ column) > 1e-3:
         raise _input_error(
-            f"{first_path}: ImageOrientationPatient {orientation.tolist()} is not two orthogonal unit vectors"
+            f"{first}: ImageOrientationPatient {orientation.tolist()} is not two orthogonal unit vectors"
         )
-    size = (int(first.Rows), int(first.Columns))
-    spacing = _vector(first, "PixelSpacing", 2, first_path)
+    size = (int(first.header.Rows), int(first.header.Columns))
+    spacing = _vector(first.geometry, "PixelSpacing", 2, first)
     if (spacing <= 0).any():
-        raise _input_error(f"{first_path}: PixelSpacing {spacing.tolist()}; expected positive sizes")
-    for path, ds in files[1:]:
+        raise _input_error(f"{first}: PixelSpacing {spacing.tolist()}; expected positive sizes")
+    for image in slices[1:]:
+        ds = image.header
         if (int(ds.Rows), int(ds.Columns)) != size:
             raise _input_error(
-                f"{path}: {ds.Rows}x{ds.Columns} pixels where {first_path.name} has {size[0]}x{size[1]}; every slice "
+                f"{image}: {ds.Rows}x{ds.Columns} pixels where {first.name} has {size[0]}x{size[1]}; every slice "
                 "of a series must have one size"
             )
-        other = _vector(ds, "ImageOrientationPatient", 6, path)
+        other = _vector(image.geometry, "ImageOrientationPatient", 6, image)
         if np.abs(other - orientation).max() > ORIENTATION_TOLERANCE:
             raise _input_error(
-                f"{path}: ImageOrientationPatient {other.tolist()} differs from {first_path.name}'s "
+                f"{image}: ImageOrientationPatient {other.tolist()} differs from {first.name}'s "
                 f"{orientation.tolist()}; every slice of a series must share one orientation"
             )
-        if np.abs(_vector(ds, "PixelSpacing", 2, path) - spacing).max() > 1e-4:
-            raise _input_error(f"{path}: PixelSpacing {ds.PixelSpacing} differs from {first_path.name}'s {spacing}")
+        other = _vector(image.geometry, "PixelSpacing", 2, image)
+        if np.abs(other - spacing).max() > 1e-4:
+            raise _input_error(f"{image}: PixelSpacing {other.tolist()} differs from {first.name}'s {spacing.tolist()}")
     normal = np.cross(row, column)
-    positions = np.stack([_vector(ds, "ImagePositionPatient", 3, path) for path, ds in files])
+    positions = np.stack([_vector(i.geometry, "ImagePositionPatient", 3, i) for i in slices])
     order = np.argsort(positions @ normal, kind="stable")
-    files = [files[i] for i in order]
+    slices = [slices[i] for i in order]
     positions = positions[order]
     depth = positions @ normal
     gaps = np.diff(depth)
-    names = [p.name for p, _ in files]
+    names = [i.name for i in slices]
     if (gaps < 1e-4).any():
         i = int(np.argmin(gaps))
         raise _input_error(
-            f"{files[i + 1][0]}: at the same position as {names[i]} ({positions[i].tolist()}); expected one slice "
+            f"{slices[i + 1]}: at the same position as {names[i]} ({positions[i].tolist()}); expected one slice "
             "per position (several echoes, phases or acquisitions in one series: split them)"
         )
     gap = float(np.median(gaps))
     uneven = np.abs(gaps - gap) > LINE_TOLERANCE * gap
     if uneven.any():
         i = int(np.argmax(np.abs(gaps - gap)))
-        slices = gaps[i] / gap
+        count = gaps[i] / gap
         what = (
-            f"{round(slices) - 1} slice(s) missing"
-            if abs(slices - round(slices)) < LINE_TOLERANCE and round(slices) >= 2
+            f"{round(count) - 1} slice(s) missing"
+            if abs(count - round(count)) < LINE_TOLERANCE and round(count) >= 2
             else "uneven spacing"
         )
         raise _input_error(
-            f"{files[i + 1][0]}: {what} between {names[i]} and {names[i + 1]}: a gap of {gaps[i]:.4g} mm along the "
+            f"{slices[i + 1]}: {what} between {names[i]} and {names[i + 1]}: a gap of {gaps[i]:.4g} mm along the "
             f"slice normal where the series steps {gap:.4g} mm; expected evenly spaced slices"
         )
-    step = (positions[-1] - positions[0]) / (len(files) - 1)
+    step = (positions[-1] - positions[0]) / (len(slices) - 1)
     off_normal = step - (step @ normal) * normal
     if np.linalg.norm(off_normal) > LINE_TOLERANCE * gap:
         angle = np.degrees(np.arctan2(np.linalg.norm(off_normal), step @ normal))
         raise _input_error(
-            f"{first_path.parent}: the slices step {np.round(step, 4).tolist()} mm, {angle:.2f} degrees off the "
+            f"{first.path.parent}: the slices step {np.round(step, 4).tolist()} mm, {angle:.2f} degrees off the "
             f"slice normal {np.round(normal, 4).tolist()} (gantry tilt or a sheared series); expected positions along "
             "the normal. Resample the series to an untilted grid first"
         )
     # Positions off the straight line through the first and last slice (a bent or jittered series)
-    line = positions[0] + np.arange(len(files))[:, None] * step
+    line = positions[0] + np.arange(len(slices))[:, None] * step
     worst = int(np.argmax(np.linalg.norm(positions - line, axis=1)))
     if np.linalg.norm(positions[worst] - line[worst]) > LINE_TOLERANCE * gap:
         raise _input_error(
-            f"{files[worst][0]}: ImagePositionPatient {positions[worst].tolist()} is "
+            f"{slices[worst]}: ImagePositionPatient {positions[worst].tolist()} is "
             f"{np.linalg.norm(positions[worst] - line[worst]):.3g} mm off the line of the other slices"
         )
     affine = np.eye(4)
@@ -206,42 +264,62 @@ def _geometry(files: list[tuple[Path, Any]]) -> tuple[list[tuple[Path, Any]], np
     affine[:3, 1] = column * spacing[0]
     affine[:3, 2] = step
     affine[:3, 3] = positions[0]
-    return files, affine
+    return slices, affine
+
+
+def _pixels(path: Path, header: Any) -> np.ndarray:
+    """A file's stored pixels: ``(rows, columns)``, or ``(frames, rows, columns)`` for a multi-frame file."""
+    pydicom = _pydicom()
+    try:
+        return pydicom.dcmread(path).pixel_array
+    except Exception as exc:  # pydicom's pixel handlers raise many types for unsupported or corrupt data
+        syntax = getattr(getattr(header, "file_meta", None), "TransferSyntaxUID", None)
+        raise _input_error(
+            f"{path}: cannot decode the pixel data (transfer syntax {getattr(syntax, 'name', syntax)}: {exc}); "
+            "compressed syntaxes need pydicom's pixel handlers (pip install pylibjpeg pylibjpeg-libjpeg "
+            "pylibjpeg-openjpeg)"
+        ) from None
 
 
 def read_series(folder: str | os.PathLike, series_uid: str | None = None) -> DicomSeries:
     """Read one DICOM series from a folder with the geometry its slice positions state.
+
+    Single-frame slices and enhanced multi-frame CT / MR images (one file of many frames, each placed by its
+    functional groups) are read alike.
 
     Args:
         folder: A folder holding the series' files (searched recursively; other files are skipped).
         series_uid: The SeriesInstanceUID to read when the folder holds several.
 
     Raises:
-        InputError: No DICOM images, several series without ``series_uid``, multi-frame or colour images, slices
-            of different sizes, orientations or pixel spacings, two slices at one position, a missing slice, uneven
-            gaps, gantry tilt, or pixel data that cannot be decoded; naming the file and the value.
+        InputError: No DICOM images, several series without ``series_uid``, colour images, a multi-frame image
+            without per-frame positions, slices of different sizes, orientations or pixel spacings, two slices at
+            one position, a missing slice, uneven gaps, gantry tilt, or pixel data that cannot be decoded; naming
+            the file (and frame) and the value.
     """
-    pydicom = _pydicom()
     folder = Path(folder)
     if not folder.is_dir():
         raise _input_error(f"{folder}: not a folder; expected a folder holding a DICOM series")
-    files, lps = _geometry(_choose(folder, series_uid))
-    slices = []
-    for path, header in files:
-        try:
-            ds = pydicom.dcmread(path)
-            pixels = ds.pixel_array
-        except Exception as exc:  # pydicom's pixel handlers raise many types for unsupported or corrupt data
-            syntax = getattr(getattr(header, "file_meta", None), "TransferSyntaxUID", None)
-            raise _input_error(
-                f"{path}: cannot decode the pixel data (transfer syntax {getattr(syntax, 'name', syntax)}: {exc}); "
-                "compressed syntaxes need pydicom's pixel handlers (pip install pylibjpeg pylibjpeg-libjpeg "
-                "pylibjpeg-openjpeg)"
-            ) from None
-        slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
-        slices.append((pixels.astype(np.float32) * slope + intercept).T)  # (rows, columns) -> (X, Y)
-    data = np.ascontiguousarray(np.stack(slices, axis=-1), dtype=np.float32)
-    return DicomSeries(data, LPS_TO_RAS @ lps, [ds for _, ds in files], str(files[0][1].SeriesInstanceUID), folder)
+    slices, lps = _geometry(_choose(folder, series_uid))
+    files = {i.path for i in slices}
+    frames = tuple(i.frame for i in slices) if slices[0].frame is not None else None
+    if frames is not None and len(files) > 1:
+        raise _input_error(
+            f"{folder}: the series is stored in {len(files)} multi-frame files; expected one enhanced multi-frame "
+            "file or single-frame slices"
+        )
+    decoded: dict[Path, np.ndarray] = {}
+    planes = []
+    for image in slices:
+        if image.path not in decoded:
+            decoded[image.path] = _pixels(image.path, image.header)
+        pixels = decoded[image.path] if image.frame is None else decoded[image.path][image.frame - 1]
+        slope = float(image.rescale.get("RescaleSlope", 1) or 1)
+        intercept = float(image.rescale.get("RescaleIntercept", 0) or 0)
+        planes.append((pixels.astype(np.float32) * slope + intercept).T)  # (rows, columns) -> (X, Y)
+    data = np.ascontiguousarray(np.stack(planes, axis=-1), dtype=np.float32)
+    datasets = [slices[0].header] if frames is not None else [i.header for i in slices]
+    return DicomSeries(data, LPS_TO_RAS @ lps, datasets, str(slices[0].header.SeriesInstanceUID), folder, frames)
 
 
 def _codes(name: str) -> tuple[Any, Any]:
@@ -260,6 +338,52 @@ def _codes(name: str) -> tuple[Any, Any]:
     except AttributeError:
         kind = CodedConcept(value=key[:16] or "Structure", scheme_designator="99MEDSEGZOO", meaning=name[:64])
     return category, kind
+
+
+# What a DICOM Segmentation takes from the images it segments (PS3.3 C.7.1.1 Patient, C.7.2.1 General Study,
+# C.7.4.1 Frame of Reference, C.12.1 SOP Common). Type 1 must hold a value; type 2 must be present but may be
+# empty, and anonymisers often remove them: the writer gives a missing one its empty value.
+SEG_SOURCE_TYPE_1 = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "FrameOfReferenceUID")
+SEG_SOURCE_TYPE_2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+
+
+def check_seg_source(series: DicomSeries) -> None:
+    """Refuse, before any inference, a series a DICOM Segmentation cannot reference: a type-1 attribute missing or
+    empty in one of its files (type-2 attributes may be missing; `save_dicom_seg` writes them empty).
+
+    Raises:
+        InputError: Naming the attribute and the file.
+    """
+    for ds in series.datasets:
+        for key in SEG_SOURCE_TYPE_1:
+            if not str(ds.get(key, "") or "").strip():
+                where = getattr(ds, "filename", None) or series.folder
+                raise _input_error(
+                    f"{where}: {key} is {'empty' if key in ds else 'missing'}; a DICOM Segmentation references the "
+                    f"images it segments by it (a type-1 attribute, which must hold a value): write NIfTI instead "
+                    "(--output-type nifti), or restore the attribute"
+                )
+
+
+def _with_type_2(ds: Any) -> Any:
+    """A copy of a header with every type-2 attribute a Segmentation copies present (empty where it was missing)."""
+    import copy
+
+    out = copy.deepcopy(ds)
+    for key in SEG_SOURCE_TYPE_2:
+        if key not in out:
+            setattr(out, key, "")
+    return out
 
 
 def save_dicom_seg(
@@ -294,6 +418,9 @@ def save_dicom_seg(
     for number, value in enumerate(values, start=1):
         numbered[labels == value] = number
     frames = np.ascontiguousarray(np.moveaxis(numbered, -1, 0).transpose(0, 2, 1))  # (Z, X, Y) -> (slices, rows, cols)
+    if series.frames is not None:  # one multi-frame source: the Segmentation's frames follow the source's frames
+        frames = frames[np.argsort(series.frames)]
+    check_seg_source(series)
     algorithm = hd.AlgorithmIdentificationSequence(
         name=f"medseg-zoo {model_name}", version=__version__, family=codes.cid7162.ArtificialIntelligence
     )
@@ -311,7 +438,7 @@ def save_dicom_seg(
             )
         )
     seg = hd.seg.Segmentation(
-        source_images=series.datasets,
+        source_images=[_with_type_2(ds) for ds in series.datasets],
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
@@ -334,7 +461,11 @@ def read_dicom_seg(path: str | os.PathLike, series: DicomSeries, structures: dic
     import highdicom as hd
 
     seg = hd.seg.segread(path)
-    uids = [ds.SOPInstanceUID for ds in series.datasets]
-    numbers = seg.get_pixels_by_source_instance(uids, combine_segments=True)  # (slices, rows, cols)
+    if series.frames is not None:
+        uid = series.datasets[0].SOPInstanceUID
+        numbers = seg.get_pixels_by_source_frame(uid, list(series.frames), combine_segments=True)
+    else:
+        uids = [ds.SOPInstanceUID for ds in series.datasets]
+        numbers = seg.get_pixels_by_source_instance(uids, combine_segments=True)  # (slices, rows, cols)
     values = np.array([0, *sorted(v for v in structures if v != 0)], dtype=np.uint8)
     return values[np.asarray(numbers).transpose(2, 1, 0)]

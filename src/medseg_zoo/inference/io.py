@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import channel_order, is_generic
 from medseg_zoo._guard import check_output_file
+from medseg_zoo.data.discovery import Case
 from medseg_zoo.errors import MedsegZooError, OutputError
 
 if TYPE_CHECKING:
@@ -25,8 +27,9 @@ __all__ = ["InputError", "Inputs", "Volume", "check_output", "input_paths", "loa
 
 AFFINE_TOLERANCE_MM = 1e-3
 WRITER = "medseg-zoo"  # how outputs say who wrote them (NIfTI intent name, DICOM manufacturer, JSON written_by)
+PNG_WRITER_KEY = "Software"  # the PNG text chunk of a preview that names its writer
 
-Inputs = str | os.PathLike | Mapping[str, str | os.PathLike] | tuple[Any, Any]
+Inputs = str | os.PathLike | Mapping[str, str | os.PathLike] | Case | tuple[Any, Any]
 OutputType = Literal["nifti", "dicom-seg"]
 
 
@@ -108,7 +111,8 @@ def load_volume(
 
     Args:
         inputs: ``{channel name: 3-D NIfTI path or DICOM series folder}`` for every channel of the model (the
-            recommended form); a 4-D NIfTI path (channels last); a DICOM series folder for a one-channel model; or
+            recommended form); a 4-D NIfTI path (channels last); a DICOM series folder for a one-channel model; a
+            `medseg_zoo.data.Case` of a discovered data set (its channel names come with it); or
             ``(array, affine)`` with a ``(C, X, Y, Z)`` numpy/torch array in the model's channel order.
         channels: The model's input channel names, in order.
         file_channels: The names of a 4-D file's channels, in the file's order (an MSD Task01 file: FLAIR, T1w,
@@ -123,7 +127,13 @@ def load_volume(
             was expected.
     """
     names = ", ".join(channels)
-    expected = "a 4-D NIfTI path, {channel name: path} or an (array, affine) tuple"
+    expected = "a 4-D NIfTI path, {channel name: path}, a discovered Case or an (array, affine) tuple"
+    if isinstance(inputs, Case):
+        if len(inputs.images) > 1:  # one file per channel (nnU-Net): named by the data set's channels
+            inputs = dict(zip(inputs.channels or range(len(inputs.images)), inputs.images, strict=True))
+        else:
+            file_channels = file_channels or (inputs.channels if len(channels) > 1 else None)
+            inputs = inputs.images[0]
     if isinstance(inputs, tuple):
         if len(inputs) != 2:
             raise InputError(f"array input: a tuple of {len(inputs)} items; expected {expected}")
@@ -197,8 +207,8 @@ def load_volume(
         _check_affine(img.affine, str(path))
         _finite(img.data, str(path))
         return Volume(img.data[None], img.affine, None, str(path), img.series)
-    _check_path(path)
-    order = _file_order(path, channels, file_channels)
+    # What the file is comes first (readable, an image, its dimensions, its values), then which channel is which:
+    # a user is never sent to name the channels of a file that cannot be used anyway.
     img = _read(path)
     data = img.data
     if data.ndim == 3 and len(channels) == 1:
@@ -211,6 +221,7 @@ def load_volume(
         )
     _check_affine(img.affine, str(path))
     _finite(data, str(path))
+    order = _file_order(path, channels, file_channels)
     # A channels-first view of the file's (X, Y, Z, C) order (permuted to the model's): preprocessing copies it.
     data = np.moveaxis(data, -1, 0)
     return Volume(data if order is None else data[order], img.affine, img.header.copy(), str(path))
@@ -267,6 +278,8 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 def input_paths(inputs: Inputs) -> list[Path]:
     """The files a prediction input reads (none for arrays)."""
+    if isinstance(inputs, Case):
+        return list(inputs.images)
     if isinstance(inputs, Mapping):
         return [Path(p) for p in inputs.values()]
     if isinstance(inputs, str | os.PathLike):
@@ -277,9 +290,47 @@ def input_paths(inputs: Inputs) -> list[Path]:
 OUTPUT_SUFFIXES = {"nifti": NIFTI_SUFFIXES, "dicom-seg": (".dcm",)}
 
 
+def _stem(path: Path) -> str:
+    return next((path.name[: -len(s)] for s in NIFTI_SUFFIXES if path.name.endswith(s)), path.name)
+
+
+def case_name(inputs: Inputs) -> str | None:
+    """The name of the case an input holds, as an output in a folder is named: a `Case`'s name, a file's name
+    without its suffix, a DICOM series folder's name; for one file per channel the first file's name without
+    nnU-Net's channel suffix (``CASE_0000``), or the folder above the series folders. ``None`` for arrays."""
+    if isinstance(inputs, Case):
+        return inputs.name
+    if isinstance(inputs, Mapping) and inputs:
+        first = Path(next(iter(inputs.values())))
+        return first.resolve().parent.name if first.is_dir() else re.sub(r"_\d{4}$", "", _stem(first))
+    if isinstance(inputs, str | os.PathLike):
+        path = Path(inputs)
+        return path.resolve().name if path.is_dir() else _stem(path)
+    return None
+
+
+def output_in_folder(output: str | os.PathLike, inputs: Inputs, suffix: str) -> Path:
+    """Where an output goes: ``output`` itself, or ``output/<case name><suffix>`` when it is a folder.
+
+    Raises:
+        OutputError: A folder for an input that has no name (an array).
+    """
+    path = Path(output)
+    if not path.is_dir():
+        return path
+    name = case_name(inputs)
+    if name is None:
+        raise OutputError(
+            f"output {path} is a folder, and an array input has no name to give the file: give a file name, e.g. "
+            f"{path / ('case' + suffix)}"
+        )
+    return path / f"{name}{suffix}"
+
+
 def written_by_zoo(path: str | os.PathLike) -> bool:
     """Whether an existing output file is one medseg-zoo wrote: a NIfTI whose intent name is ``medseg-zoo``, a
-    DICOM Segmentation whose manufacturer is, or a JSON file whose ``written_by`` is."""
+    DICOM Segmentation whose manufacturer is, a JSON file whose ``written_by`` is, or a PNG preview whose
+    ``Software`` text says so."""
     name = str(path)
     try:
         if name.endswith(NIFTI_SUFFIXES):
@@ -291,6 +342,11 @@ def written_by_zoo(path: str | os.PathLike) -> bool:
             return found.get("Modality") == "SEG" and found.get("Manufacturer") == WRITER
         if name.endswith(".json"):
             return json.loads(Path(path).read_text()).get("written_by") == WRITER
+        if name.endswith(".png"):
+            from PIL import Image
+
+            with Image.open(path) as img:
+                return img.format == "PNG" and img.info.get(PNG_WRITER_KEY) == WRITER
     except Exception:  # unreadable: not provably ours
         return False
     return False

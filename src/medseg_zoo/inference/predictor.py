@@ -23,18 +23,21 @@ from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import config_of
 from medseg_zoo._device import amp_dtype, resolve_device
 from medseg_zoo._guard import check_output_file
-from medseg_zoo.errors import InvalidArgumentError
+from medseg_zoo.errors import InvalidArgumentError, OutputError
 from medseg_zoo.export import Backend, ExportedModel
 from medseg_zoo.inference.io import (
     NIFTI_SUFFIXES,
+    OUTPUT_SUFFIXES,
     WRITER,
     InputError,
     Inputs,
     OutputType,
     Volume,
+    case_name,
     check_output,
     input_paths,
     load_volume,
+    output_in_folder,
     refuse_foreign,
     save_nifti,
 )
@@ -293,13 +296,16 @@ class Predictor:
         series_uid: str | None = None,
         output_type: OutputType = "nifti",
         statistics: bool = False,
+        preview: str | os.PathLike | None = None,
     ) -> nib.Nifti1Image:
         """Predict one case; write it to ``output`` (atomically) if given.
 
         Args:
-            inputs: See `medseg_zoo.inference.io.load_volume`: NIfTI files, DICOM series folders, arrays.
+            inputs: See `medseg_zoo.inference.io.load_volume`: NIfTI files, DICOM series folders, a discovered
+                `medseg_zoo.data.Case`, arrays.
             output: The file to write: NIfTI (``.nii.gz``/``.nii``), or a DICOM Segmentation (``.dcm``) with
-                ``output_type="dicom-seg"``; refused before any work if it is an input, a folder, of another
+                ``output_type="dicom-seg"``; or an existing folder, which receives ``<case name>.nii.gz`` (``.dcm``)
+                as ``medseg-zoo predict -o FOLDER`` names it. Refused before any work if it is an input, of another
                 suffix, or not writable.
             kind: ``"labels"``, ``"regions"`` or ``"probabilities"``.
             channels: A 4-D file's channel names in the file's order (required for a model of several channels;
@@ -309,6 +315,9 @@ class Predictor:
                 the label scheme, referencing the source series.
             statistics: Also write per-structure volume (ml), voxel count and per-channel intensity statistics as
                 JSON beside ``output`` (``seg.nii.gz`` -> ``seg_statistics.json``); labels only.
+            preview: A PNG to write (or an existing folder for ``<case name>.png``): three planes through the
+                predicted structures over the image's first channel, to check a result without a viewer; labels
+                only.
 
         Returns:
             The prediction as a NIfTI image on the input's grid, with the input's affine and header.
@@ -319,12 +328,19 @@ class Predictor:
             OutputError: An output that is an input, a folder, of the wrong suffix, or not writable.
         """
         reads = input_paths(inputs)
-        self.check_request(output, reads, kind=kind, output_type=output_type, statistics=statistics)
+        if output is not None:
+            output = output_in_folder(output, inputs, OUTPUT_SUFFIXES.get(output_type, (".nii.gz",))[0])
+        if preview is not None:
+            preview = output_in_folder(preview, inputs, ".png")
+        request = {"kind": kind, "output_type": output_type, "statistics": statistics, "preview": preview}
+        self.check_request(output, reads, **request)
         volume = load_volume(inputs, self.contract.in_channels, channels, series_uid)
         self.check_volume(volume, output_type)
         data = self.predict_volume(volume, kind)
         if output is not None:
             self.save(data, volume, output, output_type=output_type, statistics=statistics)
+        if preview is not None:
+            self.save_preview(data, volume, preview, case_name(inputs) or volume.source)
         header = volume.header.copy() if volume.header is not None else None
         img = nib.Nifti1Image(data, volume.affine, header=header)
         img.set_data_dtype(data.dtype)
@@ -339,10 +355,12 @@ class Predictor:
         kind: Output = "labels",
         output_type: OutputType = "nifti",
         statistics: bool = False,
+        preview: str | os.PathLike | None = None,
     ) -> None:
         """Refuse, before any work, a request that cannot be written: an unknown kind or output type, a DICOM
-        Segmentation or statistics of anything but labels or for a model without label names, an output (or its
-        statistics file) that is an input, lies in an input series, has the wrong suffix or cannot be written.
+        Segmentation, statistics or a preview of anything but labels, or for a model without label names; an output
+        (its statistics file, a preview) that is an input, lies in an input series, has the wrong suffix, cannot be
+        written, or exists and was not written by medseg-zoo.
 
         Raises:
             ValueError: A request that cannot be met.
@@ -352,31 +370,42 @@ class Predictor:
             raise ValueError(f"kind must be 'labels', 'probabilities' or 'regions', got {kind!r}")
         if output_type not in ("nifti", "dicom-seg"):
             raise ValueError(f"output_type must be 'nifti' or 'dicom-seg', got {output_type!r}")
-        if (output_type == "dicom-seg" or statistics) and kind != "labels":
-            raise ValueError(f"a DICOM Segmentation and statistics describe labels; got kind={kind!r}")
+        if (output_type == "dicom-seg" or statistics or preview is not None) and kind != "labels":
+            raise ValueError(f"a DICOM Segmentation, statistics and a preview describe labels; got kind={kind!r}")
         if (output_type == "dicom-seg" or statistics) and self.contract.label_scheme is None:
             raise ValueError("the model's contract names no label scheme: its structures have no names to report")
         if statistics and output is None:
             raise ValueError("statistics are written beside the output: give an output path")
+        folders = {f"the input series {p}": p for p in reads if p.is_dir()}
+        if preview is not None:
+            shown = check_output_file(preview, suffixes=(".png",), reads=reads, protected=folders, what="preview")
+            refuse_foreign(shown, "preview")
+            if output is not None and Path(preview).resolve() == Path(output).resolve():
+                raise OutputError(f"preview {preview} is the output: give the picture a name of its own")
         if output is not None:
             check_output(output, reads, output_type)
             if statistics:
-                folders = {f"the input series {p}": p for p in reads if p.is_dir()}
                 stats = check_output_file(statistics_path(output), suffixes=(".json",), reads=reads, protected=folders)
                 refuse_foreign(stats, "statistics file")
 
     @staticmethod
     def check_volume(volume: Volume, output_type: OutputType) -> None:
-        """Refuse a DICOM Segmentation of an input that is not a DICOM series (before any inference).
+        """Refuse, before any inference, a DICOM Segmentation of an input that is not a DICOM series, or of a
+        series it cannot reference (a type-1 attribute missing: `medseg_zoo.inference.dicom.check_seg_source`).
 
         Raises:
-            InputError: Naming the input.
+            InputError: Naming the input (the file and the attribute).
         """
-        if output_type == "dicom-seg" and volume.series is None:
+        if output_type != "dicom-seg":
+            return
+        if volume.series is None:
             raise InputError(
                 f"{volume.source}: a DICOM Segmentation references the DICOM series it segments; this input is not "
                 "one (write NIfTI for NIfTI inputs)"
             )
+        from medseg_zoo.inference.dicom import check_seg_source
+
+        check_seg_source(volume.series)
 
     def save(
         self,
@@ -403,6 +432,18 @@ class Predictor:
             )
             report = {"written_by": WRITER, "source": volume.source, "output": str(output), **report}
             atomic_write(statistics_path(output), lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+
+    def save_preview(self, data: np.ndarray, volume: Volume, path: str | os.PathLike, title: str) -> Path:
+        """Write a PNG of labels ``data`` (from `predict_volume`) over the volume's first channel: three planes
+        through the predicted structures (`medseg_zoo.inference.preview.write_preview`)."""
+        from medseg_zoo.inference.preview import write_preview
+
+        scheme = get_scheme(self.contract.label_scheme) if self.contract.label_scheme else None
+        present = sorted(int(v) for v in np.unique(data) if v != 0)
+        names = dict(scheme.labels) if scheme else {v: f"class {v}" for v in present}
+        structures = {v: n for v, n in names.items() if v != 0}
+        channel = self.contract.in_channels[0]
+        return write_preview(volume.data[0], data, volume.affine, structures, path, channel=channel, title=title)
 
 
 def statistics_path(output: str | os.PathLike) -> Path:
@@ -461,6 +502,7 @@ def predict(
     series_uid: str | None = None,
     output_type: OutputType = "nifti",
     statistics: bool = False,
+    preview: str | os.PathLike | None = None,
     **options: Any,
 ) -> nib.Nifti1Image:
     """Predict one case with a model (or an ensemble) and return / write it on the input's grid.
@@ -469,14 +511,17 @@ def predict(
         model: One model or several with the same contract, or exported files (``.onnx``, ``.pt2``).
         inputs: ``{channel name: path}`` (recommended: the names map the files to the model's channels, T1gd to T1c
             and so on; a path may be a DICOM series folder); a 4-D NIfTI path with ``channels``; a DICOM series
-            folder for a one-channel model; or ``(array (C, X, Y, Z), affine)`` in the model's order.
-        output: NIfTI path to write (atomically), or ``.dcm`` with ``output_type="dicom-seg"``.
+            folder for a one-channel model; a `medseg_zoo.data.Case` from `medseg_zoo.data.discover` (channels
+            known); or ``(array (C, X, Y, Z), affine)`` in the model's order.
+        output: NIfTI path to write (atomically), or ``.dcm`` with ``output_type="dicom-seg"``; or an existing
+            folder, which receives ``<case name>.nii.gz`` (or ``.dcm``).
         kind: ``"labels"`` (uint8, the contract's label scheme), ``"regions"`` or ``"probabilities"``.
         channels: A 4-D file's channel names in the file's order, e.g. ``["FLAIR", "T1w", "T1gd", "T2w"]`` for MSD
             Task01 (required when the model reads several channels).
         series_uid: The series to read from a DICOM folder holding several.
         output_type: ``"nifti"`` or ``"dicom-seg"`` (see `Predictor.__call__`).
         statistics: Write per-structure statistics as JSON beside the output (see `Predictor.__call__`).
+        preview: A PNG of three planes through the predicted structures over the image (see `Predictor.__call__`).
         **options: `Predictor` options (``backend``, ``device``, ``overlap``, ``tta``, ``amp``, ...).
     """
     return Predictor(model, **options)(
@@ -487,4 +532,5 @@ def predict(
         series_uid=series_uid,
         output_type=output_type,
         statistics=statistics,
+        preview=preview,
     )

@@ -1,9 +1,10 @@
 """The run folder: what a training run writes, when a folder may be replaced, and what a resume reads.
 
 A run writes ``config.json`` (its format and version say it is a run), ``trainer_state.pt``, ``metrics.csv``,
-``curves.png``, ``train.log``, the checkpoints ``best/`` and ``last/`` (``save_pretrained`` folders) and
-``tensorboard/``. ``overwrite`` deletes exactly those, and only in a folder whose ``config.json`` says it is a
-run; a folder holding anything else is refused before anything is written, naming what it holds.
+``curves.png``, ``train.log``, the checkpoints ``best/`` and ``last/`` (``save_pretrained`` folders),
+``tensorboard/`` and ``run.lock`` (held while the run trains: `medseg_zoo._lock`). ``overwrite`` deletes exactly
+those (the lock excepted), and only in a folder whose ``config.json`` says it is a run that nobody is training; a
+folder holding anything else is refused before anything is written, naming what it holds.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg_zoo._guard import check_output_folder
+from medseg_zoo._lock import LOCK_NAME
 from medseg_zoo.errors import OutputError, TrainingError
 from medseg_zoo.hub import CHECKPOINT_FORMAT
 
@@ -26,7 +28,7 @@ RUN_FORMAT = "medseg-zoo-run"
 RUN_FORMAT_VERSION = 1
 RUN_CONFIG = "config.json"
 STATE_NAME = "trainer_state.pt"
-RUN_FILES = (RUN_CONFIG, STATE_NAME, "metrics.csv", "curves.png", "train.log")
+RUN_FILES = (RUN_CONFIG, STATE_NAME, "metrics.csv", "curves.png", "train.log", LOCK_NAME)
 CHECKPOINTS = ("best", "last")
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "README.md")
 TENSORBOARD = "tensorboard"
@@ -124,7 +126,7 @@ class RunFolder:
         """
         out = self.path
         check_output_folder(out, protected=protected, what="output")
-        if not out.is_dir() or not any(out.iterdir()):
+        if not out.is_dir() or all(e.name == LOCK_NAME for e in out.iterdir()):  # a lock alone: a run that never began
             return
         if is_checkpoint(out):
             raise OutputError(
@@ -134,25 +136,30 @@ class RunFolder:
         run = self.run_config()
         foreign = self.entries()[1]
         if run is None:
-            what = (
-                f"its {RUN_CONFIG} is not a medseg-zoo run's (format {_format(self.config_path)!r})"
+            found = _format(self.config_path)
+            why = (
+                f"its {RUN_CONFIG} is not a medseg-zoo run's ("
+                + (f"its format is {found!r}" if found else "it names no format")
+                + ")"
                 if self.config_path.exists()
-                else f"not a medseg-zoo run (no {RUN_CONFIG})"
+                else f"it has no {RUN_CONFIG}"
             )
-            refusal = "--overwrite replaces only medseg-zoo runs; refusing to delete them" if overwrite else ""
+            kept = (
+                " --overwrite deletes only the files of a medseg-zoo run, so nothing was deleted." if overwrite else ""
+            )
             raise OutputError(
-                f"output {out} holds files ({_listing(sorted(out.iterdir()), out)}) and is {what}; "
-                f"{refusal + ': ' if refusal else ''}choose an empty or new folder"
+                f"output {out} already holds files ({_listing(sorted(out.iterdir()), out)}) and is not a medseg-zoo "
+                f"run folder: {why}.{kept} Choose an empty or new folder"
             )
         if not overwrite:
             raise OutputError(
-                f"output {out} holds a medseg-zoo run; pass --resume to continue it or --overwrite to replace it, "
-                "or choose another folder"
+                f"output {out} holds a medseg-zoo run. Continue it with --resume, replace it with --overwrite, or "
+                "choose another folder"
             )
         if foreign:
             raise OutputError(
                 f"output {out} is a medseg-zoo run but also holds files a run does not write "
-                f"({_listing(foreign, out)}); --overwrite deletes only a run's own files: move those, or choose "
+                f"({_listing(foreign, out)}). --overwrite deletes only a run's own files: move those, or choose "
                 "another folder"
             )
 
@@ -162,9 +169,13 @@ class RunFolder:
             return
         ours, foreign = self.entries()
         if foreign:  # checked before; the folder changed since
-            raise OutputError(f"output {self.path}: refusing to delete it, it now holds {_listing(foreign, self.path)}")
+            raise OutputError(
+                f"output {self.path} now holds files a run does not write ({_listing(foreign, self.path)}): "
+                "nothing was deleted"
+            )
         for entry in ours:
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            if entry.name != LOCK_NAME:  # held by this very run
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
     def read(self) -> dict[str, Any]:
         """The run config of a run to resume, with its split.

@@ -51,6 +51,7 @@ from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import config_of
 from medseg_zoo._device import amp_dtype, process
 from medseg_zoo._guard import check_output_folder
+from medseg_zoo._lock import RunLock, refuse_owned
 from medseg_zoo.data.checks import check_dataset
 from medseg_zoo.data.discovery import Case, DataSet, discover
 from medseg_zoo.data.splits import k_folds, train_val_split
@@ -210,7 +211,9 @@ class Trainer:
         self.rank, self.world = me.rank, me.world
         self.amp_dtype = amp_dtype(self.device, config.amp, cpu_auto=False)
         self.output = Path(config.output)
+        refuse_owned(self.output, allow_self=False)  # one owner at a time, this process's other runs included
         self.run_folder = RunFolder(self.output)
+        self.lock = RunLock(self.output)
         self.callbacks = list(callbacks)
         self.resume = resume
 
@@ -358,9 +361,8 @@ class Trainer:
             if self.overwrite:
                 self.run_folder.clear()
             self.run_folder.remove_leftovers()
-            self.output.mkdir(parents=True, exist_ok=True)
             self._start_logging()
-            if self._run_config is None:
+            if not self.resume:  # a resumed run's record is updated once its state has been read
                 self._write_run_config()
         self._barrier()
         if self.is_main:
@@ -386,6 +388,8 @@ class Trainer:
         )
         if self.resume:
             self._load_state()
+            if self.is_main:
+                self._write_run_config()
         self.network = (
             nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
@@ -411,31 +415,41 @@ class Trainer:
         logger.addHandler(console)
 
     def _write_run_config(self) -> None:
-        cfg = config_of(self.model)
-        pretrained, reinitialized = self._origin()
-        run = {
-            "format": RUN_FORMAT,
-            "format_version": RUN_FORMAT_VERSION,
-            "model": {
-                "name": cfg.name,
-                "pretrained": pretrained,
-                "reinitialized": sorted(reinitialized),
-                "load_report": str(getattr(self.model, "load_report", "")),
-            },
-            "data": {
-                "root": str(self.dataset.root.resolve()),
-                "layout": self.dataset.layout,
-                "channels": list(self.dataset.channels),
-                "label_scheme": self.scheme.name
-                if isinstance(_scheme_value(self.scheme), str)
-                else dataclasses.asdict(self.scheme),
-            },
-            "split": {"train": [c.name for c in self.train_cases], "val": [c.name for c in self.val_cases]},
-            "config": self.config.to_dict(),
-            "world_size": self.world,
-            "versions": {"medseg_zoo": medseg_zoo.__version__, "torch": torch.__version__},
-            "command": sys.argv,
-        }
+        """``config.json``: what the run trains, on what, how, from where it started. A resumed run keeps its
+        record and updates the settings that may change (the epochs, above all) and where its data lies."""
+        if self._run_config is not None:
+            run = dict(self._run_config)
+            run["config"] = self.config.to_dict()
+            run["data"] = {**run["data"], "root": str(self.dataset.root.resolve())}
+            run["resumed"] = [*run.get("resumed", []), {"command": sys.argv, "epochs": self.config.epochs}]
+        else:
+            cfg = config_of(self.model)
+            pretrained, reinitialized = self._origin()
+            report = getattr(self.model, "load_report", None)
+            run = {
+                "format": RUN_FORMAT,
+                "format_version": RUN_FORMAT_VERSION,
+                "model": {
+                    "name": cfg.name,
+                    "pretrained": pretrained,
+                    "start": {"source": report.source, "sha256": report.sha256} if report else {"source": "scratch"},
+                    "reinitialized": sorted(reinitialized),
+                    "load_report": str(report or ""),
+                },
+                "data": {
+                    "root": str(self.dataset.root.resolve()),
+                    "layout": self.dataset.layout,
+                    "channels": list(self.dataset.channels),
+                    "label_scheme": self.scheme.name
+                    if isinstance(_scheme_value(self.scheme), str)
+                    else dataclasses.asdict(self.scheme),
+                },
+                "split": {"train": [c.name for c in self.train_cases], "val": [c.name for c in self.val_cases]},
+                "config": self.config.to_dict(),
+                "world_size": self.world,
+                "versions": {"medseg_zoo": medseg_zoo.__version__, "torch": torch.__version__},
+                "command": sys.argv,
+            }
         text = json.dumps(run, indent=2, default=str)
         atomic_write(self.run_folder.config_path, lambda tmp: Path(tmp).write_text(text))
 
@@ -571,6 +585,14 @@ class Trainer:
             TrainingError: A NaN/inf loss (with the epoch and batch; the last good checkpoint stays), or out of
                 GPU memory (with the settings that lower it).
         """
+        if self.is_main:  # the run folder's owner from before anything is deleted or written to the last epoch
+            self.lock.acquire()
+        try:
+            return self._fit()
+        finally:
+            self.lock.release()
+
+    def _fit(self) -> list[dict[str, float]]:
         self._prepare()
         config = self.config
         started = time.perf_counter()
