@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from medseg_zoo._lock import owner_of
 from medseg_zoo.cli import main
 from tests.cli.test_train import TRAIN, _losses
 
@@ -72,6 +73,8 @@ def test_two_nodes_train_one_run_equal_to_one_process(tiny_data, tiny_checkpoint
     assert _files(tmp_path / "two") == _files(tmp_path / "one")
     log = (tmp_path / "two" / "train.log").read_text()
     assert len(re.findall(r"epoch 2/2", log)) == 1  # written by rank 0 alone
+    lock = json.loads((tmp_path / "two" / "run.lock").read_text())  # rank 0 owned the folder, and let it go
+    assert lock["pid"] != os.getpid() and owner_of(tmp_path / "two") is None
 
 
 def test_two_nodes_predict_each_case_once(tiny_data, tiny_checkpoint, tmp_path):
