@@ -180,14 +180,12 @@ def _resume_config(args: argparse.Namespace, given: dict[str, Any]) -> tuple[Any
     may grow, and one that contradicts the run is refused, naming the option, the run's value and the given one.
     """
     from medseg_zoo._contract import config_of
-    from medseg_zoo._lock import refuse_owned
     from medseg_zoo.data import discover
     from medseg_zoo.hub import from_pretrained
     from medseg_zoo.training import TrainConfig
     from medseg_zoo.training.run_folder import RunFolder
     from medseg_zoo.transforms.labels import LabelScheme
 
-    refuse_owned(args.output, what="--output", allow_self=False)  # before reading a run another process writes
     folder = RunFolder(args.output)
     run = folder.read()
     last = folder.path / "last"

@@ -211,7 +211,8 @@ class Trainer:
         self.rank, self.world = me.rank, me.world
         self.amp_dtype = amp_dtype(self.device, config.amp, cpu_auto=False)
         self.output = Path(config.output)
-        refuse_owned(self.output, allow_self=False)  # one owner at a time, this process's other runs included
+        if self.rank == 0:  # one owner at a time, this process's other runs included; under torchrun rank 0 owns
+            refuse_owned(self.output, allow_self=False)
         self.run_folder = RunFolder(self.output)
         self.lock = RunLock(self.output)
         self.callbacks = list(callbacks)
@@ -241,7 +242,7 @@ class Trainer:
                 f"{max(1, len(self.train_cases) // self.world)} or fewer"
             )
         protected = {"the data set": self.dataset.root}
-        if not resume:
+        if not resume and self.rank == 0:  # the other ranks write nothing there, and rank 0 may have begun
             self.run_folder.check_new(overwrite=overwrite, protected=protected)
         if config.cache_dir is not None:
             check_output_folder(config.cache_dir, protected=protected, what="cache_dir")
