@@ -51,6 +51,15 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
+def _job() -> str:
+    """The distributed job this process belongs to (``torchrun``'s run id and rendezvous address), or ``""``: the
+    ranks of one job share a run folder, which rank 0 holds."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return ""
+    keys = ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT")
+    return "/".join(os.environ.get(k, "") for k in keys)
+
+
 @dataclass(frozen=True)
 class Owner:
     """The process that holds a run folder."""
@@ -59,10 +68,12 @@ class Owner:
     host: str
     started: str
     command: str
+    job: str = ""
 
     @property
     def is_this_process(self) -> bool:
-        return self.pid == os.getpid() and self.host == socket.gethostname()
+        """Whether the holder is this process, or rank 0 of this process's distributed job."""
+        return (self.pid == os.getpid() and self.host == socket.gethostname()) or bool(self.job and self.job == _job())
 
     def __str__(self) -> str:
         since = f", running since {self.started}" if self.started else ""
@@ -84,6 +95,7 @@ def _read_owner(path: Path) -> Owner:
         str(info.get("host", "")),
         str(info.get("started", "")),
         str(info.get("command", "")),
+        str(info.get("job", "")),
     )
 
 
@@ -170,8 +182,10 @@ class RunLock:
                 f"output {self.folder} is the run folder of a training run in progress: {owner}. A run folder has one "
                 "owner at a time: wait for that run to end (or stop it), or choose another folder"
             )
-        me = Owner(os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%d %H:%M:%S %z"), " ".join(sys.argv))
-        record = {"format": LOCK_FORMAT, "pid": me.pid, "host": me.host, "started": me.started, "command": me.command}
+        me = Owner(
+            os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%d %H:%M:%S %z"), " ".join(sys.argv), _job()
+        )
+        record = {"format": LOCK_FORMAT, **{k: getattr(me, k) for k in ("pid", "host", "started", "command", "job")}}
         os.ftruncate(fd, 0)  # freshly opened: the write starts at offset 0
         os.write(fd, (json.dumps(record) + "\n").encode())
         self._fd = fd
