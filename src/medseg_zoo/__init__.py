@@ -12,6 +12,7 @@ from medseg_zoo import models  # noqa: F401  (registers the zoo's configurations
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._factory import create_ensemble, create_model
 from medseg_zoo._registry import list_models, model_info, register_model
+from medseg_zoo._version import __version__
 from medseg_zoo.checkpoints import convert_checkpoint
 from medseg_zoo.errors import (
     DeviceError,
@@ -29,8 +30,6 @@ from medseg_zoo.errors import (
 from medseg_zoo.hub import CheckpointError, HubError, from_pretrained, push_to_hub, save_pretrained
 from medseg_zoo.inference import InputError, Predictor, predict
 from medseg_zoo.training import TrainConfig, Trainer
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",

@@ -12,12 +12,11 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from torch import nn
 
-if TYPE_CHECKING:
-    from medseg_zoo.transforms.labels import LabelScheme
+from medseg_zoo._schemes import LabelScheme, get_scheme
 
 __all__ = ["NORMALIZATIONS", "ModelConfig", "TaskContract", "WeightSource", "channel_order", "config_of", "is_generic"]
 
@@ -153,8 +152,6 @@ class TaskContract:
             self._check_scheme()
 
     def _check_scheme(self) -> None:
-        from medseg_zoo.transforms.labels import get_scheme  # transforms import this module
-
         try:
             scheme = get_scheme(self.label_scheme)
         except KeyError as exc:
@@ -175,8 +172,6 @@ class TaskContract:
     @property
     def scheme(self) -> LabelScheme | None:
         """The label scheme as an object (``None`` when the contract names none)."""
-        from medseg_zoo.transforms.labels import get_scheme
-
         return get_scheme(self.label_scheme) if self.label_scheme is not None else None
 
 
@@ -317,8 +312,6 @@ def contract_from_dict(fields: Mapping[str, Any]) -> TaskContract:
     Raises:
         TypeError, ValueError, AttributeError: For fields that do not make a contract.
     """
-    from medseg_zoo.transforms.labels import LabelScheme
-
     values = {k: tuples(v) for k, v in fields.items()}
     if isinstance(values.get("label_scheme"), dict):  # a data set's own scheme, saved whole
         values["label_scheme"] = LabelScheme.from_dict(values["label_scheme"])

@@ -9,7 +9,7 @@ import torch
 
 from medseg_zoo.errors import DeviceError
 
-__all__ = ["AMP_MODES", "Process", "amp_dtype", "bf16_native_on_cpu", "process", "resolve_device"]
+__all__ = ["AMP_MODES", "Process", "agree", "amp_dtype", "barrier", "bf16_native_on_cpu", "process", "resolve_device"]
 
 AmpMode = Literal["auto", "bf16", "fp16", "off"]
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -94,3 +94,22 @@ def amp_dtype(device: torch.device, mode: AmpMode | bool | None, *, cpu_auto: bo
     if mode == "fp16" and not cuda:
         raise DeviceError("fp16 mixed precision needs a CUDA GPU; on the CPU use --amp bf16 or off")
     return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+def agree(value: float, world: int, device: torch.device) -> float:
+    """Rank 0's value on every process (decisions from timings, which differ between processes)."""
+    if world > 1:
+        import torch.distributed as dist
+
+        shared = torch.tensor([float(value)], dtype=torch.float64, device=device)
+        dist.broadcast(shared, src=0)
+        return shared.item()
+    return value
+
+
+def barrier(world: int) -> None:
+    """Wait for every process of a distributed run (nothing outside one)."""
+    import torch.distributed as dist
+
+    if world > 1 and dist.is_initialized():
+        dist.barrier()

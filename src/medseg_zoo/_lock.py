@@ -182,9 +182,7 @@ class RunLock:
                 f"output {self.folder} is the run folder of a training run in progress: {owner}. A run folder has one "
                 "owner at a time: wait for that run to end (or stop it), or choose another folder"
             )
-        me = Owner(
-            os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%d %H:%M:%S %z"), " ".join(sys.argv), _job()
-        )
+        me = Owner(os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%d %H:%M:%S %z"), " ".join(sys.argv), _job())
         record = {"format": LOCK_FORMAT, **{k: getattr(me, k) for k in ("pid", "host", "started", "command", "job")}}
         os.ftruncate(fd, 0)  # freshly opened: the write starts at offset 0
         os.write(fd, (json.dumps(record) + "\n").encode())

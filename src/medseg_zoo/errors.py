@@ -4,10 +4,13 @@ from __future__ import annotations
 
 __all__ = [
     "DeviceError",
+    "ExportError",
+    "InputError",
     "InvalidArgumentError",
     "InvalidOverrideError",
     "LicenseError",
     "MedsegZooError",
+    "MissingExtraError",
     "OutputError",
     "PretrainedUnavailableError",
     "TrainingError",
@@ -58,6 +61,15 @@ class TrainingError(MedsegZooError, RuntimeError):
 
 class MissingExtraError(MedsegZooError, ImportError):
     """A feature whose optional dependencies are not installed; the message names the extra to install."""
+
+
+class InputError(MedsegZooError, ValueError):
+    """An input that cannot be predicted: unreadable, wrong channels, non-finite values."""
+
+
+class ExportError(MedsegZooError, ValueError):
+    """A model that cannot be exported as asked, an export that does not reproduce the model, or a file that is
+    not a medseg-zoo export this version can read."""
 
 
 class LicenseError(MedsegZooError, PermissionError):

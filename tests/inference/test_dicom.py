@@ -19,7 +19,7 @@ from medseg_zoo.data.synthetic import make_case
 from medseg_zoo.errors import OutputError
 from medseg_zoo.inference import InputError
 from medseg_zoo.inference.dicom import read_dicom_seg, read_series
-from medseg_zoo.inference.io import written_by_zoo
+from medseg_zoo.inference.marker import written_by_zoo
 from tests.conftest import snapshot, tiny_model
 from tests.inference.dicom_series import write_series
 

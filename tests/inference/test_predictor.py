@@ -6,7 +6,7 @@ import torch
 import medseg_zoo as mz
 from medseg_zoo import InputError, Predictor
 from medseg_zoo.errors import DeviceError, OutputError
-from medseg_zoo.inference.io import written_by_zoo
+from medseg_zoo.inference.marker import written_by_zoo
 from tests.inference.conftest import echo_input, make_echo, nested_label_map, predict, write
 
 AFFINES = {

@@ -8,6 +8,7 @@ import medseg_zoo as mz
 from medseg_zoo._pretrained import LoadReport
 from medseg_zoo.errors import TrainingError
 from medseg_zoo.training import Callback, Trainer
+from medseg_zoo.training.learning import parameter_groups
 from tests.conftest import tiny_config, tiny_model
 
 
@@ -111,6 +112,12 @@ def test_frozen_encoder_keeps_its_weights_then_trains(tiny_data, tmp_path):
     assert any(not torch.equal(first[k], second[k]) for k in encoder)  # unfrozen in epoch 2
 
 
+def _groups(trainer):
+    """The parameter groups the trainer's optimiser gets."""
+    pretrained, reinitialized = trainer.origin()
+    return parameter_groups(trainer.model, trainer.config, pretrained=pretrained, reinitialized=reinitialized)
+
+
 def test_layer_decay_and_pretrained_scale_set_group_rates(tiny_data, tmp_path):
     model = mz.create_model(
         "unetr_brats", img_size=(16, 16, 16), feature_size=4, hidden_size=32, mlp_dim=64, num_heads=4, dim_head=8
@@ -119,7 +126,7 @@ def test_layer_decay_and_pretrained_scale_set_group_rates(tiny_data, tmp_path):
     config = tiny_config(tmp_path / "run", optimizer="adamw", lr=1e-3, layer_decay=0.5, pretrained_lr_scale=0.1)
     trainer = Trainer(model, tiny_data, config)
     rates = {}
-    for group in trainer._parameter_groups():
+    for group in _groups(trainer):
         for p in group["params"]:
             rates[next(n for n, q in model.named_parameters() if q is p)] = group["lr"]
     blocks = 12
@@ -185,5 +192,5 @@ def test_a_resumed_fine_tuning_run_keeps_its_learning_rate_groups(tiny_data, tmp
     with pytest.raises(KeyboardInterrupt):
         Trainer(model, tiny_data, config, callbacks=[_Stop(1)]).fit()
     resumed = Trainer(mz.from_pretrained(tmp_path / "run" / "last"), tiny_data, config, resume=True)
-    assert sorted(g["lr"] for g in resumed._parameter_groups()) == pytest.approx([1e-4, 1e-3])
+    assert sorted(g["lr"] for g in _groups(resumed)) == pytest.approx([1e-4, 1e-3])
     assert len(resumed.fit()) == 2

@@ -21,7 +21,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from medseg_zoo.cli import data, demo, export, models, predict, train
+from medseg_zoo.cli import data, demo, evaluate, export, models, predict, train
 from medseg_zoo.cli.models import model_table
 from medseg_zoo.data.checks import DataCheckError
 from medseg_zoo.data.discovery import DataSetError
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Examples: medseg-zoo list 'unetr*'   medseg-zoo demo   medseg-zoo train --help",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (models, data, train, predict, export, demo):
+    for module in (models, data, train, evaluate, predict, export, demo):
         module.add_commands(sub)
     return parser
 

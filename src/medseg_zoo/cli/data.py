@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from medseg_zoo._registry import get_config
-from medseg_zoo.cli.train import add_label_options, label_scheme
+from medseg_zoo.cli.options import add_label_options, label_scheme
 
 __all__ = ["add_commands"]
 

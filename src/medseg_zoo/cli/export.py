@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medseg_zoo.cli.train import add_roi_option
+from medseg_zoo.cli.options import add_roi_option
 
 __all__ = ["add_commands"]
 

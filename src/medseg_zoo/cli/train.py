@@ -1,10 +1,8 @@
-"""The train and evaluate commands: a thin layer over `medseg_zoo.training.Trainer` and ``evaluate``."""
+"""The train command: a thin layer over `medseg_zoo.training.Trainer`."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,10 +10,10 @@ from typing import Any
 from medseg_zoo._device import AMP_MODES
 from medseg_zoo._factory import create_model
 from medseg_zoo._registry import get_config
+from medseg_zoo.cli.options import add_label_options, add_roi_option, label_scheme
 from medseg_zoo.errors import TrainingError
 from medseg_zoo.training.losses import LOSSES
 from medseg_zoo.training.recipes import RECIPES, RESUMABLE_CHANGES
-from medseg_zoo.transforms.labels import list_schemes
 
 __all__ = ["add_commands"]
 
@@ -68,20 +66,6 @@ def _channels(text: str) -> int | list[str] | str:
     if not names:
         raise argparse.ArgumentTypeError(f"expected 'data', a count or comma-separated names, got {text!r}")
     return names
-
-
-def label_scheme(args: argparse.Namespace) -> Any:
-    """``--label-scheme`` (a built-in name) or ``--labels`` (names of the values 0, 1, ...), or ``None``."""
-    if getattr(args, "labels", None):
-        if args.label_scheme:
-            raise TrainingError("give --label-scheme or --labels, not both")
-        from medseg_zoo.transforms.labels import scheme_from_names
-
-        try:
-            return scheme_from_names(args.labels)
-        except ValueError as exc:
-            raise TrainingError(f"--labels: {exc}") from None
-    return args.label_scheme
 
 
 def _model(args: argparse.Namespace, dataset: Any) -> Any:
@@ -257,113 +241,8 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    from medseg_zoo._guard import check_output_file
-    from medseg_zoo.data import check_dataset, discover
-    from medseg_zoo.export import EXPORT_FORMATS, load_exported
-    from medseg_zoo.hub import from_pretrained
-    from medseg_zoo.training import evaluate
-    from medseg_zoo.training.evaluation import check_table_output, sidecar_path
-    from medseg_zoo.training.run_folder import RunFolder
-
-    exported = bool(args.checkpoint) and args.checkpoint.endswith(tuple(EXPORT_FORMATS))
-    if args.checkpoint and not args.checkpoint.startswith("hf-hub:") and not Path(args.checkpoint).exists():
-        raise TrainingError(
-            f"--checkpoint {args.checkpoint}: no such file or folder; expected a model folder (RUN/best, RUN/last, "
-            "a save_pretrained folder) or an exported .onnx / .pt2 file"
-        )
-    if args.checkpoint and not exported and RunFolder(args.checkpoint).run_config() is not None:
-        raise TrainingError(
-            f"--checkpoint {args.checkpoint} is a run folder; evaluate one of its checkpoints: "
-            f"--checkpoint {Path(args.checkpoint) / 'best'} (or last)"
-        )
-    dataset = discover(args.data, label_scheme=label_scheme(args))
-    split = args.split or ("val" if args.checkpoint and not exported else "all")
-    if args.predictions and split == "val":
-        raise TrainingError("--split val takes a run's validation cases from its checkpoint; with --predictions use "
-                            "--split all or test")  # fmt: skip
-    if args.output:
-        reads = [p for c in (*dataset.cases, *dataset.test) for p in (*c.images, *([c.label] if c.label else []))]
-        folders = {"the data set": dataset.root, "the checkpoint": args.checkpoint, "the predictions": args.predictions}
-        protected = {name: folder for name, folder in folders.items() if folder}
-        for path, suffix in ((args.output, ".csv"), (sidecar_path(args.output), ".json")):
-            check_output_file(path, suffixes=(suffix,), reads=reads, protected=protected, what="--output")
-        check_table_output(args.output, overwrite=args.overwrite)
-    if split == "val":
-        run_path = Path(args.checkpoint).resolve().parent / "config.json"
-        try:
-            names = set(json.loads(run_path.read_text())["split"]["val"])
-        except (OSError, json.JSONDecodeError, KeyError, TypeError):
-            raise TrainingError(
-                f"--split val needs the run folder of the checkpoint ({run_path} with the split); "
-                "use --split all or test for a checkpoint outside a run"
-            ) from None
-        cases = [c for c in dataset.cases if c.name in names]
-        if len(cases) != len(names):
-            raise TrainingError(f"{args.data}: some validation cases of the run are missing: {sorted(names)}")
-    elif split == "test":
-        cases = [c for c in dataset.test if c.label is not None]
-        if not cases:
-            raise TrainingError(f"{args.data}: no labelled test cases (imagesTs/ with labelsTs/)")
-    else:
-        cases = [c for c in dataset.cases if c.label is not None]
-    if args.predictions:
-        source = args.predictions
-    else:
-        source = load_exported(args.checkpoint) if exported else from_pretrained(args.checkpoint)
-        report = check_dataset(dataclasses.replace(dataset, cases=tuple(cases)), source)
-        report.raise_for_errors()
-        for problem in report.problems:
-            print(f"medseg-zoo: {problem}", file=sys.stderr)
-    result = evaluate(
-        source,
-        cases,
-        dataset.scheme,
-        metrics=args.metrics,
-        device=args.device,
-        amp=args.amp,
-        progress=True,
-        channels=dataset.channels,
-    )
-    print(result)
-    if args.output:
-        print(result.to_csv(args.output, overwrite=args.overwrite))
-    return 0
-
-
-class _RoiSize(argparse.Action):
-    """One number for a cube or three: any other count is an error, never a silent cube of the first."""
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        if len(values) not in (1, 3):
-            parser.error(f"{option_string} takes one number (a cube) or three, got {len(values)}: {values}")
-        setattr(namespace, self.dest, tuple(values) * (3 // len(values)))
-
-
-def add_roi_option(p: argparse.ArgumentParser, what: str) -> None:
-    """``--roi-size N`` or ``--roi-size X Y Z``, parsed to three integers."""
-    p.add_argument(
-        "--roi-size", type=int, nargs="+", action=_RoiSize, metavar="N", help=f"{what}: one number for a cube, or three"
-    )
-
-
-def add_label_options(p: argparse.ArgumentParser) -> None:
-    """``--label-scheme`` and ``--labels``: what the label maps' values mean."""
-    labels = p.add_mutually_exclusive_group()
-    labels.add_argument(
-        "--label-scheme",
-        help=f"built-in label scheme of the label maps ({', '.join(list_schemes())}; default: from dataset.json)",
-    )
-    labels.add_argument(
-        "--labels",
-        type=lambda t: t.split(","),
-        help="the label maps' classes by value, background first: --labels background,lesion (a folder of "
-        "image/label pairs has no dataset.json to say it)",
-    )
-
-
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register train and evaluate."""
+    """Register train."""
     p = sub.add_parser(
         "train",
         help="fine-tune or train a model on a data set folder (MSD, nnU-Net v2, image/label pairs)",
@@ -432,44 +311,3 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="torch.compile the training step and validation (faster on GPUs after a warm-up)",
     )
     p.set_defaults(func=_train)
-
-    p = sub.add_parser(
-        "evaluate",
-        help="per-case and mean Dice / HD95 (or BraTS lesion-wise metrics) of a checkpoint, or of prediction files, "
-        "on a data set, each case on its own grid",
-        epilog="Examples: medseg-zoo evaluate --checkpoint runs/unet/best --data Task01_BrainTumour --output dice.csv\n"
-        "          medseg-zoo evaluate --predictions predictions/ --data Task01_BrainTumour --metrics brats\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--checkpoint", help="model folder (RUN/best, RUN/last, save_pretrained), or an exported .onnx / .pt2 file"
-    )
-    source.add_argument(
-        "--predictions", help="folder of label maps <case>.nii.gz written by any tool, scored without a model"
-    )
-    p.add_argument("--data", required=True, help="data set folder")
-    p.add_argument(
-        "--split",
-        choices=["val", "test", "all"],
-        help="val: the run's validation cases (the default with a checkpoint folder); test: imagesTs with "
-        "labelsTs; all: every labelled case (the default with --predictions or an exported file)",
-    )
-    p.add_argument(
-        "--metrics",
-        choices=["default", "brats"],
-        default="default",
-        help="default: Dice and HD95; brats: the BraTS challenges' lesion-wise and global Dice, NSD and HD95 "
-        "(panoptica: pip install 'medseg-zoo[brats]')",
-    )
-    add_label_options(p)
-    p.add_argument("--output", help="CSV file for the table (and a .json sidecar beside it)")
-    p.add_argument("--overwrite", action="store_true", help="replace a table an earlier evaluate wrote there")
-    p.add_argument("--device", default="auto")
-    p.add_argument(
-        "--amp",
-        choices=AMP_MODES,
-        default="auto",
-        help="mixed precision (auto: bf16 on CUDA and CPUs with native bf16)",
-    )
-    p.set_defaults(func=_evaluate)

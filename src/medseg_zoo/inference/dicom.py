@@ -17,15 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from medseg_zoo.errors import MissingExtraError
-from medseg_zoo.inference.io import WRITER
+from medseg_zoo.errors import InputError, MissingExtraError
+from medseg_zoo.inference.dicom_geometry import geometry
+from medseg_zoo.inference.marker import WRITER
 
 __all__ = ["DicomSeries", "check_seg_source", "find_series", "read_dicom_seg", "read_series", "save_dicom_seg"]
 
 _INSTALL = "pip install 'medseg-zoo[dicom]'"
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-ORIENTATION_TOLERANCE = 1e-4  # direction cosines: slices of one series share them to this
-LINE_TOLERANCE = 0.01  # slice positions off the fitted line, as a fraction of the slice gap
 
 
 def _pydicom() -> Any:
@@ -34,12 +33,6 @@ def _pydicom() -> Any:
     except ImportError:
         raise MissingExtraError(f"reading DICOM needs pydicom: {_INSTALL}") from None
     return pydicom
-
-
-def _input_error(message: str) -> Exception:
-    from medseg_zoo.inference.io import InputError
-
-    return InputError(message)
 
 
 @dataclass
@@ -96,175 +89,18 @@ def _describe(uid: str, files: list[tuple[Path, Any]]) -> str:
 def _choose(folder: Path, series_uid: str | None) -> list[tuple[Path, Any]]:
     series = find_series(folder)
     if not series:
-        raise _input_error(f"{folder}: no DICOM image files found in the folder (or below it)")
+        raise InputError(f"{folder}: no DICOM image files found in the folder (or below it)")
     if series_uid is not None:
         if series_uid not in series:
             listed = "; ".join(_describe(u, f) for u, f in series.items())
-            raise _input_error(f"{folder}: no series {series_uid}; the folder holds {listed}")
+            raise InputError(f"{folder}: no series {series_uid}; the folder holds {listed}")
         return series[series_uid]
     if len(series) > 1:
         listed = "\n  ".join(_describe(u, f) for u, f in series.items())
-        raise _input_error(
+        raise InputError(
             f"{folder}: holds {len(series)} series; choose one with --series-uid (Python series_uid=):\n  {listed}"
         )
     return next(iter(series.values()))
-
-
-def _vector(ds: Any, key: str, size: int, where: Any) -> np.ndarray:
-    value = ds.get(key)
-    try:
-        out = np.array([float(v) for v in value], dtype=np.float64)
-    except (TypeError, ValueError):
-        out = np.array([])
-    if out.shape != (size,) or not np.isfinite(out).all():
-        raise _input_error(f"{where}: {key} is {value!r}; expected {size} numbers")
-    return out
-
-
-@dataclass
-class _Slice:
-    """One 2-D image of a series: a single-frame file, or one frame of an enhanced multi-frame file."""
-
-    path: Path
-    header: Any
-    frame: int | None  # 1-based frame number in a multi-frame file
-    geometry: Any  # what holds ImagePositionPatient, ImageOrientationPatient and PixelSpacing for this image
-    rescale: Any  # what holds RescaleSlope and RescaleIntercept
-
-    @property
-    def name(self) -> str:
-        return self.path.name if self.frame is None else f"{self.path.name} frame {self.frame}"
-
-    def __str__(self) -> str:
-        return str(self.path) if self.frame is None else f"{self.path} frame {self.frame}"
-
-
-def _group(ds: Any, sequence: str, functional: tuple[Any, ...]) -> Any:
-    """The item of a functional group macro (``PlanePositionSequence``, ...) for one frame: per-frame first, then
-    shared (an enhanced multi-frame image keeps each macro in one of the two); else the top level."""
-    for groups in functional:
-        item = groups.get(sequence) if groups is not None else None
-        if item:
-            return item[0]
-    return ds
-
-
-def _slices(files: list[tuple[Path, Any]]) -> list[_Slice]:
-    """The images of a series: one per single-frame file, one per frame of an enhanced multi-frame file (its
-    per-frame and shared functional groups give each frame's position, orientation, spacing and rescale)."""
-    out = []
-    for path, ds in files:
-        if int(ds.get("SamplesPerPixel", 1)) != 1:
-            raise _input_error(f"{path}: SamplesPerPixel {ds.SamplesPerPixel}; expected greyscale (1)")
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-        if frames == 1 and not per_frame:
-            out.append(_Slice(path, ds, None, ds, ds))
-            continue
-        if not per_frame or len(per_frame) != frames:
-            raise _input_error(
-                f"{path}: a multi-frame image of {frames} frames without a PerFrameFunctionalGroupsSequence of as many "
-                "items; expected an enhanced multi-frame image (CT/MR) or single-frame slices"
-            )
-        shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
-        for number, groups in enumerate(per_frame, start=1):
-            functional = (groups, shared)
-            geometry = {}
-            for sequence, key in (
-                ("PlanePositionSequence", "ImagePositionPatient"),
-                ("PlaneOrientationSequence", "ImageOrientationPatient"),
-                ("PixelMeasuresSequence", "PixelSpacing"),
-            ):
-                geometry[key] = _group(ds, sequence, functional).get(key)
-            rescale = _group(ds, "PixelValueTransformationSequence", functional)
-            out.append(_Slice(path, ds, number, geometry, rescale))
-    return out
-
-
-def _geometry(files: list[tuple[Path, Any]]) -> tuple[list[_Slice], np.ndarray]:
-    """The images in order along the normal and the LPS affine, or an error naming the file and the value."""
-    slices = _slices(files)
-    if len(slices) < 2:
-        raise _input_error(f"{slices[0]}: the series has one slice; expected a 3-D series of several slices")
-    first = slices[0]
-    orientation = _vector(first.geometry, "ImageOrientationPatient", 6, first)
-    row, column = orientation[:3], orientation[3:]
-    if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(column) - 1) > 1e-3 or abs(row @ column) > 1e-3:
-        raise _input_error(
-            f"{first}: ImageOrientationPatient {orientation.tolist()} is not two orthogonal unit vectors"
-        )
-    size = (int(first.header.Rows), int(first.header.Columns))
-    spacing = _vector(first.geometry, "PixelSpacing", 2, first)
-    if (spacing <= 0).any():
-        raise _input_error(f"{first}: PixelSpacing {spacing.tolist()}; expected positive sizes")
-    for image in slices[1:]:
-        ds = image.header
-        if (int(ds.Rows), int(ds.Columns)) != size:
-            raise _input_error(
-                f"{image}: {ds.Rows}x{ds.Columns} pixels where {first.name} has {size[0]}x{size[1]}; every slice "
-                "of a series must have one size"
-            )
-        other = _vector(image.geometry, "ImageOrientationPatient", 6, image)
-        if np.abs(other - orientation).max() > ORIENTATION_TOLERANCE:
-            raise _input_error(
-                f"{image}: ImageOrientationPatient {other.tolist()} differs from {first.name}'s "
-                f"{orientation.tolist()}; every slice of a series must share one orientation"
-            )
-        other = _vector(image.geometry, "PixelSpacing", 2, image)
-        if np.abs(other - spacing).max() > 1e-4:
-            raise _input_error(f"{image}: PixelSpacing {other.tolist()} differs from {first.name}'s {spacing.tolist()}")
-    normal = np.cross(row, column)
-    positions = np.stack([_vector(i.geometry, "ImagePositionPatient", 3, i) for i in slices])
-    order = np.argsort(positions @ normal, kind="stable")
-    slices = [slices[i] for i in order]
-    positions = positions[order]
-    depth = positions @ normal
-    gaps = np.diff(depth)
-    names = [i.name for i in slices]
-    if (gaps < 1e-4).any():
-        i = int(np.argmin(gaps))
-        raise _input_error(
-            f"{slices[i + 1]}: at the same position as {names[i]} ({positions[i].tolist()}); expected one slice "
-            "per position (several echoes, phases or acquisitions in one series: split them)"
-        )
-    gap = float(np.median(gaps))
-    uneven = np.abs(gaps - gap) > LINE_TOLERANCE * gap
-    if uneven.any():
-        i = int(np.argmax(np.abs(gaps - gap)))
-        count = gaps[i] / gap
-        what = (
-            f"{round(count) - 1} slice(s) missing"
-            if abs(count - round(count)) < LINE_TOLERANCE and round(count) >= 2
-            else "uneven spacing"
-        )
-        raise _input_error(
-            f"{slices[i + 1]}: {what} between {names[i]} and {names[i + 1]}: a gap of {gaps[i]:.4g} mm along the "
-            f"slice normal where the series steps {gap:.4g} mm; expected evenly spaced slices"
-        )
-    step = (positions[-1] - positions[0]) / (len(slices) - 1)
-    off_normal = step - (step @ normal) * normal
-    if np.linalg.norm(off_normal) > LINE_TOLERANCE * gap:
-        angle = np.degrees(np.arctan2(np.linalg.norm(off_normal), step @ normal))
-        raise _input_error(
-            f"{first.path.parent}: the slices step {np.round(step, 4).tolist()} mm, {angle:.2f} degrees off the "
-            f"slice normal {np.round(normal, 4).tolist()} (gantry tilt or a sheared series); expected positions along "
-            "the normal. Resample the series to an untilted grid first"
-        )
-    # Positions off the straight line through the first and last slice (a bent or jittered series)
-    line = positions[0] + np.arange(len(slices))[:, None] * step
-    worst = int(np.argmax(np.linalg.norm(positions - line, axis=1)))
-    if np.linalg.norm(positions[worst] - line[worst]) > LINE_TOLERANCE * gap:
-        raise _input_error(
-            f"{slices[worst]}: ImagePositionPatient {positions[worst].tolist()} is "
-            f"{np.linalg.norm(positions[worst] - line[worst]):.3g} mm off the line of the other slices"
-        )
-    affine = np.eye(4)
-    # Voxel (i, j, k): column i along the row cosine, row j along the column cosine (PixelSpacing is row, column)
-    affine[:3, 0] = row * spacing[1]
-    affine[:3, 1] = column * spacing[0]
-    affine[:3, 2] = step
-    affine[:3, 3] = positions[0]
-    return slices, affine
 
 
 def _pixels(path: Path, header: Any) -> np.ndarray:
@@ -274,7 +110,7 @@ def _pixels(path: Path, header: Any) -> np.ndarray:
         return pydicom.dcmread(path).pixel_array
     except Exception as exc:  # pydicom's pixel handlers raise many types for unsupported or corrupt data
         syntax = getattr(getattr(header, "file_meta", None), "TransferSyntaxUID", None)
-        raise _input_error(
+        raise InputError(
             f"{path}: cannot decode the pixel data (transfer syntax {getattr(syntax, 'name', syntax)}: {exc}); "
             "compressed syntaxes need pydicom's pixel handlers (pip install pylibjpeg pylibjpeg-libjpeg "
             "pylibjpeg-openjpeg)"
@@ -299,12 +135,12 @@ def read_series(folder: str | os.PathLike, series_uid: str | None = None) -> Dic
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise _input_error(f"{folder}: not a folder; expected a folder holding a DICOM series")
-    slices, lps = _geometry(_choose(folder, series_uid))
+        raise InputError(f"{folder}: not a folder; expected a folder holding a DICOM series")
+    slices, lps = geometry(_choose(folder, series_uid))
     files = {i.path for i in slices}
     frames = tuple(i.frame for i in slices) if slices[0].frame is not None else None
     if frames is not None and len(files) > 1:
-        raise _input_error(
+        raise InputError(
             f"{folder}: the series is stored in {len(files)} multi-frame files; expected one enhanced multi-frame "
             "file or single-frame slices"
         )
@@ -368,7 +204,7 @@ def check_seg_source(series: DicomSeries) -> None:
         for key in SEG_SOURCE_TYPE_1:
             if not str(ds.get(key, "") or "").strip():
                 where = getattr(ds, "filename", None) or series.folder
-                raise _input_error(
+                raise InputError(
                     f"{where}: {key} is {'empty' if key in ds else 'missing'}; a DICOM Segmentation references the "
                     f"images it segments by it (a type-1 attribute, which must hold a value): write NIfTI instead "
                     "(--output-type nifti), or restore the attribute"
@@ -410,8 +246,8 @@ def save_dicom_seg(
         raise MissingExtraError(f"writing DICOM Segmentations needs highdicom: {_INSTALL}") from None
     from pydicom.sr.codedict import codes
 
-    from medseg_zoo import __version__
     from medseg_zoo._atomic import atomic_write
+    from medseg_zoo._version import __version__
 
     values = sorted(v for v in structures if v != 0)
     numbered = np.zeros(labels.shape, dtype=np.uint8)

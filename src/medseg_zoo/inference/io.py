@@ -1,14 +1,16 @@
-"""Reading inputs for prediction (with their geometry) and writing NIfTI outputs on the same grid."""
+"""Prediction inputs and outputs: one dispatcher over the NIfTI and DICOM readers, which stand side by side
+(`medseg_zoo.inference.nifti`, `medseg_zoo.inference.dicom`), checks of what was read, and NIfTI outputs on the
+input's grid."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import nibabel as nib
 import numpy as np
@@ -18,23 +20,20 @@ from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import channel_order, is_generic
 from medseg_zoo._guard import check_output_file
 from medseg_zoo.data.discovery import Case
-from medseg_zoo.errors import MedsegZooError, OutputError
-
-if TYPE_CHECKING:
-    from medseg_zoo.inference.dicom import DicomSeries
+from medseg_zoo.errors import InputError, OutputError
+from medseg_zoo.inference.dicom import DicomSeries, find_series, read_series
+from medseg_zoo.inference.marker import WRITER, refuse_foreign
+from medseg_zoo.inference.nifti import NIFTI_SUFFIXES, read_nifti
 
 __all__ = ["InputError", "Inputs", "Volume", "check_output", "input_paths", "load_volume", "save_nifti"]
 
 AFFINE_TOLERANCE_MM = 1e-3
-WRITER = "medseg-zoo"  # how outputs say who wrote them (NIfTI intent name, DICOM manufacturer, JSON written_by)
-PNG_WRITER_KEY = "Software"  # the PNG text chunk of a preview that names its writer
+MAX_GRID_VOXELS = 1 << 30  # model-grid voxels per channel beyond which an input is refused
+MAX_UPSAMPLING = 512  # model-grid voxels per input voxel (8x per axis) refused above 16 M voxels: a wrong header
 
 Inputs = str | os.PathLike | Mapping[str, str | os.PathLike] | Case | tuple[Any, Any]
 OutputType = Literal["nifti", "dicom-seg"]
-
-
-class InputError(MedsegZooError, ValueError):
-    """An input that cannot be predicted: unreadable, wrong channels, non-finite values."""
+Output = Literal["labels", "probabilities", "regions"]
 
 
 @dataclass
@@ -56,11 +55,6 @@ class Volume:
     series: DicomSeries | None = None
 
 
-def _check_path(path: Path) -> None:
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-
-
 @dataclass
 class _Image:
     data: np.ndarray
@@ -70,19 +64,13 @@ class _Image:
 
 
 def _read(path: Path, series_uid: str | None = None) -> _Image:
-    """A NIfTI file, or the DICOM series in a folder (`medseg_zoo.inference.dicom.read_series`)."""
+    """The dispatcher: the DICOM series in a folder (`medseg_zoo.inference.dicom.read_series`), else a NIfTI file
+    (`medseg_zoo.inference.nifti.read_nifti`)."""
     if path.is_dir():
-        from medseg_zoo.inference.dicom import read_series
-
         series = read_series(path, series_uid)
         return _Image(series.data, series.affine, None, series)
-    _check_path(path)
-    try:
-        img = nib.load(path)
-        data = np.asarray(img.dataobj, dtype=np.float32)
-    except Exception as exc:  # nibabel raises many types for truncated or corrupt files
-        raise InputError(f"{path}: cannot read the image ({type(exc).__name__}: {exc})") from None
-    return _Image(data, img.affine, img.header, None)
+    img = read_nifti(path)
+    return _Image(img.data, img.affine, img.header, None)
 
 
 def _check_affine(affine: np.ndarray, source: str) -> None:
@@ -191,8 +179,6 @@ def load_volume(
 
     path = Path(inputs)
     if path.is_dir():
-        from medseg_zoo.inference.dicom import find_series
-
         if any(p.name.endswith(NIFTI_SUFFIXES) for p in path.iterdir()) or not find_series(path):
             raise InputError(
                 f"{path} is a folder; expected a NIfTI file (.nii.gz or .nii) or a folder holding a DICOM series (one "
@@ -273,9 +259,6 @@ def save_nifti(data: np.ndarray, reference: Volume, path: str | os.PathLike) -> 
     return atomic_write(path, lambda tmp: nib.save(img, tmp))
 
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
 def input_paths(inputs: Inputs) -> list[Path]:
     """The files a prediction input reads (none for arrays)."""
     if isinstance(inputs, Case):
@@ -327,31 +310,6 @@ def output_in_folder(output: str | os.PathLike, inputs: Inputs, suffix: str) -> 
     return path / f"{name}{suffix}"
 
 
-def written_by_zoo(path: str | os.PathLike) -> bool:
-    """Whether an existing output file is one medseg-zoo wrote: a NIfTI whose intent name is ``medseg-zoo``, a
-    DICOM Segmentation whose manufacturer is, a JSON file whose ``written_by`` is, or a PNG preview whose
-    ``Software`` text says so."""
-    name = str(path)
-    try:
-        if name.endswith(NIFTI_SUFFIXES):
-            return nib.load(path).header["intent_name"].item() == WRITER.encode()
-        if name.endswith(".dcm"):
-            import pydicom
-
-            found = pydicom.dcmread(path, stop_before_pixels=True)
-            return found.get("Modality") == "SEG" and found.get("Manufacturer") == WRITER
-        if name.endswith(".json"):
-            return json.loads(Path(path).read_text()).get("written_by") == WRITER
-        if name.endswith(".png"):
-            from PIL import Image
-
-            with Image.open(path) as img:
-                return img.format == "PNG" and img.info.get(PNG_WRITER_KEY) == WRITER
-    except Exception:  # unreadable: not provably ours
-        return False
-    return False
-
-
 def check_output(output: str | os.PathLike, inputs: Sequence[Path] = (), output_type: OutputType = "nifti") -> Path:
     """Refuse, before any work, an output path that would replace an input or lie inside an input folder (a DICOM
     series), is not a NIfTI (or, for ``"dicom-seg"``, ``.dcm``) file name, is a folder, cannot be written
@@ -369,14 +327,37 @@ def check_output(output: str | os.PathLike, inputs: Sequence[Path] = (), output_
     return path
 
 
-def refuse_foreign(path: Path, what: str = "output") -> None:
-    """Refuse an existing file that medseg-zoo did not write (`written_by_zoo`).
+def warn_without_signal(volume: Volume, channels: Sequence[str]) -> None:
+    """Warn about channels that hold one value everywhere (an all-zero file, say): the labels of such an input
+    mean nothing, however confident they look."""
+    flat = volume.data.reshape(len(volume.data), -1)
+    constant = [(c, float(v[0])) for c, v in zip(channels, flat, strict=True) if v.size and v.min() == v.max()]
+    if constant:
+        found = ", ".join(f"{c} (every voxel {v:g})" for c, v in constant)
+        warnings.warn(
+            f"{volume.source}: no signal in channel(s) {found}; the prediction of such an input is meaningless. "
+            "Check that the file holds the image",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def check_grid(volume: Volume, spacing: Sequence[float] | None) -> None:
+    """Refuse an input whose grid at a model's ``spacing`` would be huge (usually voxel sizes wrong in the header).
 
     Raises:
-        OutputError: Naming the file.
+        InputError: With the voxel counts and the limits.
     """
-    if path.exists() and not written_by_zoo(path):
-        raise OutputError(
-            f"{what} {path} exists and was not written by medseg-zoo: refusing to replace it; choose another output "
-            "(a prediction medseg-zoo wrote is replaced, or kept with --skip-existing)"
+    if spacing is None:
+        return
+    shape = np.asarray(volume.data.shape[1:], dtype=float)
+    sizes = np.sqrt((np.asarray(volume.affine)[:3, :3] ** 2).sum(axis=0))
+    target = float(np.prod(shape * sizes) / np.prod(spacing))
+    ratio = target / float(np.prod(shape))
+    if target > MAX_GRID_VOXELS or (target > 1 << 24 and ratio > MAX_UPSAMPLING):
+        raise InputError(
+            f"{volume.source}: {'x'.join(f'{int(v)}' for v in shape)} voxels of "
+            f"{' x '.join(f'{v:.3g}' for v in sizes)} mm would become ~{target:.3g} voxels ({ratio:.3g}x as "
+            f"many) at the model's spacing {spacing} mm; refusing (limits: {MAX_GRID_VOXELS:.3g} "
+            f"voxels, or {MAX_UPSAMPLING}x upsampling above 16 M voxels). Check the voxel sizes in the header"
         )

@@ -4,10 +4,8 @@ inference with optional flip test-time augmentation and model ensembles, and the
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -19,41 +17,33 @@ from monai.data import MetaTensor
 from monai.transforms import Compose
 from torch import nn
 
-from medseg_zoo._atomic import atomic_write
 from medseg_zoo._contract import config_of
 from medseg_zoo._device import amp_dtype, resolve_device
-from medseg_zoo._guard import check_output_file
-from medseg_zoo.errors import InvalidArgumentError, OutputError
-from medseg_zoo.export import Backend, ExportedModel
+from medseg_zoo.errors import InvalidArgumentError
+from medseg_zoo.exported import Backend, ExportedModel
+from medseg_zoo.inference import outputs
 from medseg_zoo.inference.io import (
-    NIFTI_SUFFIXES,
     OUTPUT_SUFFIXES,
-    WRITER,
-    InputError,
     Inputs,
+    Output,
     OutputType,
     Volume,
     case_name,
-    check_output,
+    check_grid,
     input_paths,
     load_volume,
     output_in_folder,
-    refuse_foreign,
-    save_nifti,
+    warn_without_signal,
 )
 from medseg_zoo.inference.sliding import sliding_window_stream
-from medseg_zoo.inference.statistics import segmentation_statistics
 from medseg_zoo.transforms.labels import get_scheme, regions_to_labels
 from medseg_zoo.transforms.presets import preprocessing_transforms
 from medseg_zoo.transforms.resample import resample_parallel
 
 __all__ = ["Predictor", "predict"]
 
-Output = Literal["labels", "probabilities", "regions"]
 CHANNEL_CHUNK = 2  # probability channels resampled to the input grid at a time: bounds memory for many classes
 PROBABILITY_BUDGET = 1 << 30  # bytes of model-grid probabilities; above, labels are decided on the model grid
-MAX_GRID_VOXELS = 1 << 30  # model-grid voxels per channel beyond which an input is refused
-MAX_UPSAMPLING = 512  # model-grid voxels per input voxel (8x per axis) refused above 16 M voxels: a wrong header
 
 
 class Predictor:
@@ -211,8 +201,8 @@ class Predictor:
         """
         if output not in ("labels", "probabilities", "regions"):
             raise ValueError(f"output must be 'labels', 'probabilities' or 'regions', got {output!r}")
-        self._check_grid(volume)
-        _warn_without_signal(volume, self.contract.in_channels)
+        check_grid(volume, self.contract.spacing)
+        warn_without_signal(volume, self.contract.in_channels)
         # From here to the decision the case stays on the aggregation device (the GPU by default there).
         work = self.aggregation_device
         image = MetaTensor(torch.from_numpy(volume.data).to(work), affine=torch.as_tensor(volume.affine))
@@ -254,22 +244,6 @@ class Predictor:
                 best = torch.where(better, channel, best)
                 index.masked_fill_(better, c.start + offset)
         return self._finish(index.cpu().numpy(), output, n)
-
-    def _check_grid(self, volume: Volume) -> None:
-        """Refuse inputs whose resampled grid would be huge (usually voxel sizes wrong in the header)."""
-        if self.contract.spacing is None:
-            return
-        shape = np.asarray(volume.data.shape[1:], dtype=float)
-        sizes = np.sqrt((np.asarray(volume.affine)[:3, :3] ** 2).sum(axis=0))
-        target = float(np.prod(shape * sizes) / np.prod(self.contract.spacing))
-        ratio = target / float(np.prod(shape))
-        if target > MAX_GRID_VOXELS or (target > 1 << 24 and ratio > MAX_UPSAMPLING):
-            raise InputError(
-                f"{volume.source}: {'x'.join(f'{int(v)}' for v in shape)} voxels of "
-                f"{' x '.join(f'{v:.3g}' for v in sizes)} mm would become ~{target:.3g} voxels ({ratio:.3g}x as "
-                f"many) at the model's spacing {self.contract.spacing} mm; refusing (limits: {MAX_GRID_VOXELS:.3g} "
-                f"voxels, or {MAX_UPSAMPLING}x upsampling above 16 M voxels). Check the voxel sizes in the header"
-            )
 
     def _finish(self, decided: np.ndarray, output: Output, n: int) -> np.ndarray:
         """Masks ``(C, X, Y, Z)`` (sigmoid) or class indices ``(X, Y, Z)`` (softmax) -> the requested output."""
@@ -357,55 +331,23 @@ class Predictor:
         statistics: bool = False,
         preview: str | os.PathLike | None = None,
     ) -> None:
-        """Refuse, before any work, a request that cannot be written: an unknown kind or output type, a DICOM
-        Segmentation, statistics or a preview of anything but labels, or for a model without label names; an output
-        (its statistics file, a preview) that is an input, lies in an input series, has the wrong suffix, cannot be
-        written, or exists and was not written by medseg-zoo.
+        """Refuse, before any work, a request that cannot be written (`medseg_zoo.inference.outputs.check_request`).
 
         Raises:
             ValueError: A request that cannot be met.
             OutputError: An output that must not be written.
         """
-        if kind not in ("labels", "probabilities", "regions"):
-            raise ValueError(f"kind must be 'labels', 'probabilities' or 'regions', got {kind!r}")
-        if output_type not in ("nifti", "dicom-seg"):
-            raise ValueError(f"output_type must be 'nifti' or 'dicom-seg', got {output_type!r}")
-        if (output_type == "dicom-seg" or statistics or preview is not None) and kind != "labels":
-            raise ValueError(f"a DICOM Segmentation, statistics and a preview describe labels; got kind={kind!r}")
-        if (output_type == "dicom-seg" or statistics) and self.contract.label_scheme is None:
-            raise ValueError("the model's contract names no label scheme: its structures have no names to report")
-        if statistics and output is None:
-            raise ValueError("statistics are written beside the output: give an output path")
-        folders = {f"the input series {p}": p for p in reads if p.is_dir()}
-        if preview is not None:
-            shown = check_output_file(preview, suffixes=(".png",), reads=reads, protected=folders, what="preview")
-            refuse_foreign(shown, "preview")
-            if output is not None and Path(preview).resolve() == Path(output).resolve():
-                raise OutputError(f"preview {preview} is the output: give the picture a name of its own")
-        if output is not None:
-            check_output(output, reads, output_type)
-            if statistics:
-                stats = check_output_file(statistics_path(output), suffixes=(".json",), reads=reads, protected=folders)
-                refuse_foreign(stats, "statistics file")
+        request = {"kind": kind, "output_type": output_type, "statistics": statistics, "preview": preview}
+        outputs.check_request(self.contract, output, reads, **request)
 
     @staticmethod
     def check_volume(volume: Volume, output_type: OutputType) -> None:
-        """Refuse, before any inference, a DICOM Segmentation of an input that is not a DICOM series, or of a
-        series it cannot reference (a type-1 attribute missing: `medseg_zoo.inference.dicom.check_seg_source`).
+        """Refuse, before any inference, a DICOM Segmentation it cannot write (`medseg_zoo.inference.outputs`).
 
         Raises:
             InputError: Naming the input (the file and the attribute).
         """
-        if output_type != "dicom-seg":
-            return
-        if volume.series is None:
-            raise InputError(
-                f"{volume.source}: a DICOM Segmentation references the DICOM series it segments; this input is not "
-                "one (write NIfTI for NIfTI inputs)"
-            )
-        from medseg_zoo.inference.dicom import check_seg_source
-
-        check_seg_source(volume.series)
+        outputs.check_volume(volume, output_type)
 
     def save(
         self,
@@ -416,48 +358,20 @@ class Predictor:
         output_type: OutputType = "nifti",
         statistics: bool = False,
     ) -> None:
-        """Write a prediction of `predict_volume` (atomically): NIfTI on the input's grid or a DICOM Segmentation
-        referencing the input series; with ``statistics``, its per-structure statistics as JSON beside it."""
-        scheme = get_scheme(self.contract.label_scheme) if self.contract.label_scheme else None
-        if output_type == "dicom-seg":
-            from medseg_zoo.inference.dicom import save_dicom_seg
-
-            structures = {v: n for v, n in scheme.labels.items() if v != 0}
-            save_dicom_seg(data, volume.series, output, structures, model_name=config_of(self.models[0]).name)
-        else:
-            save_nifti(data, volume, output)
-        if statistics:
-            report = segmentation_statistics(
-                data, volume.data, volume.affine, scheme.labels, self.contract.in_channels, scheme.regions
-            )
-            report = {"written_by": WRITER, "source": volume.source, "output": str(output), **report}
-            atomic_write(statistics_path(output), lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+        """Write a prediction of `predict_volume`, atomically (`medseg_zoo.inference.outputs.save`)."""
+        name = config_of(self.models[0]).name
+        outputs.save(self.contract, name, data, volume, output, output_type=output_type, statistics=statistics)
 
     def save_preview(self, data: np.ndarray, volume: Volume, path: str | os.PathLike, title: str) -> Path:
-        """Write a PNG of labels ``data`` (from `predict_volume`) over the volume's first channel: three planes
-        through the predicted structures (`medseg_zoo.inference.preview.write_preview`)."""
-        from medseg_zoo.inference.preview import write_preview
-
-        scheme = get_scheme(self.contract.label_scheme) if self.contract.label_scheme else None
-        present = sorted(int(v) for v in np.unique(data) if v != 0)
-        names = dict(scheme.labels) if scheme else {v: f"class {v}" for v in present}
-        structures = {v: n for v, n in names.items() if v != 0}
-        channel = self.contract.in_channels[0]
-        return write_preview(volume.data[0], data, volume.affine, structures, path, channel=channel, title=title)
-
-
-def statistics_path(output: str | os.PathLike) -> Path:
-    """Where the statistics of an output go: ``seg.nii.gz`` -> ``seg_statistics.json``, beside it."""
-    path = Path(output)
-    stem = next((path.name[: -len(s)] for s in (*NIFTI_SUFFIXES, ".dcm") if path.name.endswith(s)), path.stem)
-    return path.with_name(f"{stem}_statistics.json")
+        """Write a PNG of labels ``data`` over the volume's first channel (`medseg_zoo.inference.preview`)."""
+        return outputs.save_preview(self.contract, data, volume, path, title)
 
 
 def _load(
     models: nn.Module | str | os.PathLike | Sequence[nn.Module | str | os.PathLike], backend: Backend | None
 ) -> list[nn.Module]:
     """The models, exported files loaded, each checked to run on ``backend``."""
-    from medseg_zoo.export import ExportedModel, load_exported
+    from medseg_zoo.exported import load_exported
 
     given = list(models) if isinstance(models, Sequence) and not isinstance(models, str) else [models]
     if not given:
@@ -475,21 +389,6 @@ def _load(
                 "the .onnx file"
             )
     return loaded
-
-
-def _warn_without_signal(volume: Volume, channels: Sequence[str]) -> None:
-    """Warn about channels that hold one value everywhere (an all-zero file, say): the labels of such an input
-    mean nothing, however confident they look."""
-    flat = volume.data.reshape(len(volume.data), -1)
-    constant = [(c, float(v[0])) for c, v in zip(channels, flat, strict=True) if v.size and v.min() == v.max()]
-    if constant:
-        found = ", ".join(f"{c} (every voxel {v:g})" for c, v in constant)
-        warnings.warn(
-            f"{volume.source}: no signal in channel(s) {found}; the prediction of such an input is meaningless. "
-            "Check that the file holds the image",
-            UserWarning,
-            stacklevel=3,
-        )
 
 
 def predict(

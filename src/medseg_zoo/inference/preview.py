@@ -62,7 +62,7 @@ def write_preview(
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    from medseg_zoo.inference.io import PNG_WRITER_KEY, WRITER
+    from medseg_zoo.inference.marker import PNG_WRITER_KEY, WRITER
 
     shown, zooms = canonical(np.asarray(image, dtype=np.float32), affine)
     found, _ = canonical(np.asarray(labels), affine)

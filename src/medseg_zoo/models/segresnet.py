@@ -7,8 +7,8 @@ from monai.networks.nets import SegResNet
 
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._registry import register_model
+from medseg_zoo._schemes import TOTALSEGMENTATOR_V1
 from medseg_zoo.models.unet3d import SUPREM_CONTRACT, SUPREM_LICENSE, SUPREM_PAPER, suprem_source
-from medseg_zoo.transforms.labels import TOTALSEGMENTATOR_V1
 
 __all__: list[str] = []
 

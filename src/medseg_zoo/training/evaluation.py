@@ -27,12 +27,47 @@ from medseg_zoo.metrics import BRATS_POLICY, EMPTY_POLICY, brats_evaluator, brat
 from medseg_zoo.transforms.labels import LabelScheme, get_scheme, labels_to_regions, regions_to_labels
 from medseg_zoo.transforms.presets import data_scheme
 
-__all__ = ["Evaluation", "check_table_output", "evaluate", "foreground"]
+__all__ = ["Evaluation", "check_table_output", "evaluate", "foreground", "model_grid_dice"]
 
 
 def foreground(channels: Sequence[str], scheme: LabelScheme) -> list[str]:
     """The outputs a mean Dice averages: every region, or every class but the background (label 0)."""
     return list(channels) if not scheme.exclusive else list(channels[1:])
+
+
+def model_grid_dice(
+    predictor: Predictor, data: Sequence[dict], scheme: LabelScheme, *, rank: int = 0, world: int = 1
+) -> dict[str, float]:
+    """Mean Dice per scored output (and their mean) of preprocessed cases ``{"image", "label"}`` on the model grid,
+    as validation during training measures it; under ``torchrun`` each process predicts its share."""
+    import torch
+    import torch.distributed as dist
+    import torch.nn.functional as F
+
+    contract = predictor.contract
+    channels = list(contract.out_channels)
+    scored = foreground(channels, scheme)
+    index = [channels.index(c) for c in scored]
+    mine = []
+    for i in range(rank, len(data), world):
+        item = data[i]
+        image = item["image"].as_tensor() if hasattr(item["image"], "as_tensor") else item["image"]
+        label = item["label"].as_tensor() if hasattr(item["label"], "as_tensor") else item["label"]
+        probs = predictor.probabilities(image[None])
+        if contract.activation == "sigmoid":
+            masks = probs > 0.5
+        else:
+            masks = F.one_hot(probs.argmax(0), len(channels)).movedim(-1, 0)
+        mine.append(dice(masks[index], torch.as_tensor(label).to(masks.device)[index]).tolist())
+    scores = mine
+    if world > 1:
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, mine)
+        scores = [s for part in gathered for s in part]
+    means = np.mean(np.asarray(scores, dtype=np.float64), axis=0)
+    row = {f"dice_{c}": float(v) for c, v in zip(scored, means, strict=True)}
+    row["mean_dice"] = float(means.mean())
+    return row
 
 
 METRICS = ("default", "brats")
