@@ -239,7 +239,7 @@ API = [
         "synthetic data set over another seed",
         lambda w: make_dataset(w / "data", n_cases=2, shape=(32, 32, 32), seed=1),
         DataSetError,
-        r"holds synthetic cases of seed 7 and shape \(32, 32, 32\); asked for seed 1",
+        r"holds synthetic cases of seed 7, shape \[32, 32, 32\], domain brats, task tumour; asked for seed 1,",
     ),
     (
         "synthetic data set over other files",

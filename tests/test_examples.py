@@ -16,6 +16,7 @@ ARGS = {  # small sizes so that each runs in seconds
     "build_from_layers.py": [],
     "register_configuration.py": [],
     "convert_monai_bundle.py": [],
+    "encoder_classifier.py": ["--small", "--size", "32", "--steps", "3"],
 }
 
 

@@ -99,3 +99,26 @@ def test_push_to_hub_uploads_a_loadable_folder(hub, tmp_path, monkeypatch):
     hub.add("org/pushed", uploaded)
     loaded = mz.from_pretrained("hf-hub:org/pushed", cache_dir=tmp_path)
     assert loaded.pretrained_cfg.contract == model.pretrained_cfg.contract
+
+
+def test_from_pretrained_for_a_new_task_replaces_the_head_and_keeps_the_rest(tmp_path):
+    """A trained model as the start of another task: other outputs re-initialise the head, other input channels
+    adapt the stem, the roi, spacing and normalisation stay the checkpoint's; the load report says so."""
+    torch.manual_seed(0)
+    model = mz.create_model("resenc_l_openmind", in_channels=["T1", "T2"], out_channels=2, roi_size=32,
+                            features=(4, 8), strides=(1, 2), blocks=(1, 1))  # fmt: skip
+    folder = mz.save_pretrained(model, tmp_path / "start")
+    scheme = mz.transforms.LabelScheme("organs", "test", {0: "background", 1: "liver", 2: "spleen"})
+    new = mz.from_pretrained(folder, in_channels=["CT"], label_scheme=scheme)
+    contract = new.pretrained_cfg.contract
+    assert contract.out_channels == ("background", "liver", "spleen") and contract.in_channels == ("CT",)
+    assert contract.roi_size == (32, 32, 32) and contract.spacing == model.pretrained_cfg.contract.spacing
+    report = new.load_report
+    assert report.reinitialized == ["head.weight", "head.bias"] and report.adapted == ["stem.conv.weight"]
+    assert report.sha256 and "re-initialised 2 (head.weight, head.bias)" in str(report)
+    old = model.state_dict()
+    kept = [k for k in report.loaded]
+    assert kept and all(torch.equal(new.state_dict()[k], old[k]) for k in kept)
+    torch.testing.assert_close(new.state_dict()["stem.conv.weight"], old["stem.conv.weight"].sum(1, keepdim=True))
+    same = mz.from_pretrained(folder, out_channels=2)  # the same outputs: nothing re-initialised
+    assert same.load_report.reinitialized == [] and same.pretrained_cfg.contract == model.pretrained_cfg.contract

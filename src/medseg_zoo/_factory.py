@@ -36,6 +36,8 @@ def create_model(
     activation: Activation | None = None,
     label_scheme: str | LabelScheme | None = "auto",
     roi_size: int | Sequence[int] | None = None,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build a registered model.
@@ -58,6 +60,9 @@ def create_model(
             outputs are kept, else ``None`` (labels are the class indices).
         roi_size: Patch size in voxels the model is trained and run on (the contract's ``roi_size``; for
             architectures built for one size, such as UNETR's ``img_size``, also the constructor's).
+        features_only: Return the encoder alone as a `medseg_zoo.features.FeatureExtractor`: its multi-scale
+            maps (with the pretrained weights when asked for), as timm's ``features_only``.
+        out_indices: The maps ``features_only`` returns (indices into ``model.feature_info``; default all).
         **overrides: Constructor arguments replacing the configuration's (e.g. ``img_size``, ``dropout_rate``).
 
     Returns:
@@ -84,7 +89,7 @@ def create_model(
     _check_overrides(cfg, overrides)
     if pretrained and not cfg.has_weights:
         raise PretrainedUnavailableError(_unavailable_message(cfg))
-    if cfg.headless and out_channels is None and label_scheme in ("auto", None):
+    if cfg.headless and out_channels is None and label_scheme in ("auto", None) and not features_only:
         raise InvalidOverrideError(
             f"{name}'s weights are a starting point without a task head: give your task's out_channels (a count or "
             f"names, or a label_scheme), e.g. create_model({name!r}, pretrained=True, out_channels=2)"
@@ -102,12 +107,20 @@ def create_model(
     model.pretrained_cfg = cfg.replace(
         model_args={k: v for k, v in args.items() if k != cfg.roi_arg}, contract=contract
     )
+    if features_only and not hasattr(model, "forward_features"):
+        raise InvalidOverrideError(f"{name}: {cfg.architecture} has no encoder whose maps features_only could give")
     if pretrained:
         from medseg_zoo._pretrained import load_pretrained
 
         model.load_report = load_pretrained(
             model, cfg, contract, cache_dir=cache_dir, token=token, local_files_only=local_files_only
         )
+    if features_only:
+        from medseg_zoo.features import FeatureExtractor
+
+        return FeatureExtractor(model, out_indices)
+    if out_indices is not None:
+        raise InvalidOverrideError(f"{name}: out_indices picks feature maps; give features_only=True with it")
     return model
 
 

@@ -56,17 +56,23 @@ class LoadReport:
     dropped: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
+        """One line: where from, then each kind with its count and first names."""
         origin = f"{self.source} (sha256 {self.sha256[:12]})" if self.sha256 else self.source
-        parts = [f"loaded {origin}: {len(self.loaded)} tensors as they are"]
-        for name in ("adapted", "reordered", "interpolated"):
-            keys = getattr(self, name)
+
+        def kind(label: str, keys: list[str], shown: int = 3) -> str:
+            names = ", ".join(keys[:shown]) + (", ..." if len(keys) > shown else "")
+            return f"{label} {len(keys)} ({names})"
+
+        parts = [f"from {origin}: " + kind("loaded", self.loaded)]
+        for label, keys in (
+            ("adapted to the input channels", self.adapted),
+            ("reordered", self.reordered),
+            ("interpolated", self.interpolated),
+            ("re-initialised", self.reinitialized),
+            ("dropped from the file", self.dropped),
+        ):
             if keys:
-                parts.append(f"{name}: {', '.join(keys)}")
-        if self.reinitialized:
-            shown = ", ".join(self.reinitialized[:6]) + (" ..." if len(self.reinitialized) > 6 else "")
-            parts.append(f"reinitialized ({len(self.reinitialized)}): {shown}")
-        if self.dropped:
-            parts.append(f"dropped from the file ({len(self.dropped)}): {', '.join(self.dropped[:4])}")
+                parts.append(kind(label, keys))
         return "; ".join(parts)
 
 

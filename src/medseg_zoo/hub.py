@@ -10,7 +10,9 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -20,7 +22,16 @@ from torch import nn
 from medseg_zoo._atomic import atomic_folder, atomic_write
 from medseg_zoo._contract import ModelConfig, WeightSource, config_of, contract_from_dict, tuples
 from medseg_zoo._registry import get_config
-from medseg_zoo.errors import InvalidOverrideError, LicenseError, MedsegZooError, forbids_derivatives
+from medseg_zoo.errors import (
+    InvalidArgumentError,
+    InvalidOverrideError,
+    LicenseError,
+    MedsegZooError,
+    forbids_derivatives,
+)
+
+if TYPE_CHECKING:
+    from medseg_zoo._schemes import LabelScheme
 
 __all__ = ["CheckpointError", "HubError", "from_pretrained", "model_card", "push_to_hub", "save_pretrained"]
 
@@ -225,6 +236,9 @@ def from_pretrained(
     cache_dir: str | os.PathLike | None = None,
     token: str | bool | None = None,
     local_files_only: bool = False,
+    in_channels: int | Sequence[str] | None = None,
+    out_channels: int | Sequence[str] | None = None,
+    label_scheme: str | LabelScheme | None = None,
 ) -> nn.Module:
     """Rebuild a model saved by `save_pretrained` and load its weights strictly.
 
@@ -234,6 +248,12 @@ def from_pretrained(
         cache_dir: Cache root for Hub downloads (default: the Hugging Face cache).
         token: Hugging Face token for private repositories.
         local_files_only: Use only the cache (as does ``HF_HUB_OFFLINE=1``).
+        in_channels: Other input channels (a count or names): the stem is adapted or reordered, as
+            ``create_model(..., pretrained=True)`` does.
+        out_channels: Other outputs (a count or names), for a new task: the head is re-initialised.
+        label_scheme: The label scheme of the new outputs (it names them when ``out_channels`` is a count).
+
+    With other channels or outputs, ``model.load_report`` says what was loaded, adapted and re-initialised.
 
     Raises:
         CheckpointError: If a file is missing or malformed, the architecture is not registered, or the weights do
@@ -259,7 +279,9 @@ def from_pretrained(
         base = get_config(name)
     except KeyError as exc:
         raise CheckpointError(f"{config_path}: {exc}") from None
-    if base.architecture != info.get("architecture", base.architecture):
+    # The zoo's subclass of a MONAI network reads what the network itself saved (its state-dict keys are MONAI's).
+    readable = {base.architecture, *(f"{k.__module__}.{k.__qualname__}" for k in getattr(base.builder, "__mro__", ()))}
+    if info.get("architecture", base.architecture) not in readable:
         raise CheckpointError(
             f"{config_path}: saved from {info['architecture']}, but {name!r} is now {base.architecture}"
         )
@@ -298,9 +320,8 @@ def from_pretrained(
     from medseg_zoo._download import file_digest
     from medseg_zoo._pretrained import LoadReport
 
-    model.load_report = LoadReport(
-        spec if spec.startswith(HUB_PREFIX) else str(folder.resolve()), file_digest(weights_path), loaded=sorted(state)
-    )
+    source, digest = spec if spec.startswith(HUB_PREFIX) else str(folder.resolve()), file_digest(weights_path)
+    model.load_report = LoadReport(source, digest, loaded=sorted(state))
     model.pretrained_cfg = model.pretrained_cfg.replace(
         contract=contract,
         license=info.get("license", ""),
@@ -308,7 +329,46 @@ def from_pretrained(
         metrics=info.get("metrics", {}),
         notes=info.get("notes", ""),
     )
+    changes = {
+        k: v
+        for k, v in (("in_channels", in_channels), ("out_channels", out_channels), ("label_scheme", label_scheme))
+        if v is not None
+    }
+    if changes:
+        model = _adapted(model, build, changes, source, digest, config_path)
     return model.eval()
+
+
+def _adapted(
+    saved: nn.Module, build: dict[str, Any], changes: dict[str, Any], source: str, digest: str, where: Path
+) -> nn.Module:
+    """``saved``'s weights in the same architecture built for other channels or outputs (stem adapted, head
+    re-initialised, as published weights are loaded); the rest of its contract (roi, spacing, normalisation) kept."""
+    from medseg_zoo._factory import create_model
+    from medseg_zoo._pretrained import load_state
+
+    cfg = saved.pretrained_cfg
+    dropped = {cfg.roi_arg}
+    if {"out_channels", "label_scheme"} & set(changes):  # the new outputs' own names, activation and scheme
+        dropped |= {"activation", "label_scheme", "out_channels"}
+    build = {k: v for k, v in build.items() if k not in dropped}
+    try:
+        model = create_model(cfg.name, **{**build, **changes}, roi_size=cfg.contract.roi_size)
+    except (InvalidOverrideError, InvalidArgumentError) as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
+    built = model.pretrained_cfg.contract
+    contract = dataclasses.replace(
+        cfg.contract,
+        in_channels=built.in_channels,
+        out_channels=built.out_channels,
+        activation=built.activation,
+        label_scheme=built.label_scheme,
+    )
+    model.pretrained_cfg = model.pretrained_cfg.replace(
+        contract=contract, license=cfg.license, paper=cfg.paper, notes=cfg.notes
+    )
+    model.load_report = load_state(model, cfg, contract, saved.state_dict(), source, sha256=digest)
+    return model
 
 
 def push_to_hub(

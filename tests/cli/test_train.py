@@ -102,3 +102,26 @@ def test_torchrun_two_gloo_processes_match_one_process_with_the_same_global_batc
     for (loss_a, dice_a), (loss_b, dice_b) in zip(one, two, strict=True):
         assert loss_b == pytest.approx(loss_a, rel=1e-5)
         assert dice_b == pytest.approx(dice_a, abs=1e-4)
+
+
+def test_a_checkpoint_starts_a_new_task_with_a_separate_validation_set(tiny_checkpoint, tmp_path, capsys):
+    """--checkpoint with --out-channels data: the head replaced for the data's labels, the start named in one
+    line and recorded with its hash; --val-data validates on another folder."""
+    from medseg_zoo.data import make_dataset
+
+    train = make_dataset(tmp_path / "anatomy", n_cases=3, shape=(32, 32, 32), seed=3, task="anatomy")
+    val = make_dataset(tmp_path / "anatomy_val", n_cases=1, shape=(32, 32, 32), seed=4, task="anatomy")
+    run = tmp_path / "run"
+    args = ["train", "--checkpoint", str(tiny_checkpoint), "--out-channels", "data", "--data", str(train)]
+    assert main([*args, "--val-data", str(val), "--output", str(run), *TRAIN]) == 0
+    log = (run / "train.log").read_text()  # the console's lines too (without --no-progress)
+    assert f"start: unet_brats from {tiny_checkpoint.resolve()} (sha256 " in log
+    assert "; re-initialised 5 (model.2.0.conv.weight" in log  # the last up block: the head for new labels
+    record = json.loads((run / "config.json").read_text())
+    assert record["model"]["start"]["source"] == str(tiny_checkpoint.resolve()) and record["model"]["start"]["sha256"]
+    assert record["data"]["val_root"] == str(val.resolve()) and len(record["split"]["train"]) == 3
+    assert mz.from_pretrained(run / "best").pretrained_cfg.contract.out_channels == (
+        "background",
+        "white matter",
+        "ventricles",
+    )

@@ -194,3 +194,35 @@ def test_a_resumed_fine_tuning_run_keeps_its_learning_rate_groups(tiny_data, tmp
     resumed = Trainer(mz.from_pretrained(tmp_path / "run" / "last"), tiny_data, config, resume=True)
     assert sorted(g["lr"] for g in _groups(resumed)) == pytest.approx([1e-4, 1e-3])
     assert len(resumed.fit()) == 2
+
+
+def test_sawtooth_schedule_warms_the_fresh_parts_then_the_whole_network():
+    from medseg_zoo.training import TrainConfig
+    from medseg_zoo.training.learning import lr_factor
+
+    config = TrainConfig(epochs=10, freeze_encoder_epochs=2, warmup_epochs=2, schedule="poly")
+    encoder = lr_factor(config, {"encoder": True}, 1, lambda: 10)
+    decoder = lr_factor(config, {"encoder": False}, 1, lambda: 10)
+    assert [encoder(s) for s in range(4)] == [0.0, 0.0, 0.5, 1.0]  # frozen, then the whole network warms up
+    assert [decoder(s) for s in range(4)] == [0.5, 1.0, 0.5, 1.0]  # the sawtooth
+    assert encoder(4) == decoder(4) == 1.0 and 0 < encoder(9) < encoder(5) < 1  # poly from the end of the warm-up
+    plain = lr_factor(config.replace(freeze_encoder_epochs=0), {"encoder": True}, 1, lambda: 10)
+    assert [plain(s) for s in range(3)] == [0.5, 1.0, 1.0]
+
+
+def test_a_separate_validation_set_validates_and_every_case_trains(tiny_data, tmp_path):
+    from medseg_zoo.data import make_dataset
+
+    val = make_dataset(tmp_path / "val", n_cases=2, shape=(32, 32, 32), seed=8)
+    trainer = Trainer(tiny_model(), tiny_data, tiny_config(tmp_path / "run"), val_data=val)
+    assert len(trainer.train_cases) == 6 and [c.images[0].parent.parent for c in trainer.val_cases] == [val, val]
+    trainer.fit()
+    assert "start: unet_brats from scratch (nothing loaded)" in (tmp_path / "run" / "train.log").read_text()
+    run = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert run["data"]["val_root"] == str(val.resolve()) and len(run["split"]["train"]) == 6
+    resumed = Trainer(tiny_model(), tiny_data, tiny_config(tmp_path / "run", epochs=3), val_data=val, resume=True)
+    assert [c.name for c in resumed.val_cases] == run["split"]["val"]
+    with pytest.raises(TrainingError, match=r"validated on .*val: give it again as val_data \(--val-data\)"):
+        Trainer(tiny_model(), tiny_data, tiny_config(tmp_path / "run", epochs=3), resume=True)
+    with pytest.raises(TrainingError, match="is the training set itself"):
+        Trainer(tiny_model(), tiny_data, tiny_config(tmp_path / "other"), val_data=tiny_data)

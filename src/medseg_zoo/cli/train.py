@@ -74,14 +74,13 @@ def _model(args: argparse.Namespace, dataset: Any) -> Any:
     a task head."""
     from medseg_zoo.hub import from_pretrained
 
-    if args.checkpoint:
-        if args.in_channels or args.out_channels or args.pretrained or args.roi_size:
-            raise TrainingError(
-                "--checkpoint gives the model whole: drop --pretrained, --in-channels, --out-channels, --roi-size"
-            )
-        return from_pretrained(args.checkpoint)
-    cfg = get_config(args.model)
-    generic = cfg.contract is None or cfg.headless  # no task yet: the data's channels and labels make it
+    if args.checkpoint and (args.pretrained or args.roi_size):
+        raise TrainingError(
+            "--checkpoint gives the weights and the patch size: drop --pretrained and --roi-size (--in-channels "
+            "and --out-channels adapt its stem and replace its head)"
+        )
+    cfg = None if args.checkpoint else get_config(args.model)
+    generic = cfg is not None and (cfg.contract is None or cfg.headless)  # the data's channels and labels make it
     ins = args.in_channels or ("data" if generic else None)
     outs = args.out_channels or ("data" if generic else None)
     kwargs: dict[str, Any] = {}
@@ -94,6 +93,8 @@ def _model(args: argparse.Namespace, dataset: Any) -> Any:
         kwargs["out_channels"] = outs
     if args.roi_size:
         kwargs["roi_size"] = args.roi_size
+    if args.checkpoint:
+        return from_pretrained(args.checkpoint, **kwargs)
     return create_model(args.model, pretrained=args.pretrained, **kwargs)
 
 
@@ -229,7 +230,12 @@ def _train(args: argparse.Namespace) -> int:
             check_output_folder(args.output, protected={"the checkpoint": args.checkpoint}, what="--output")
         dataset = discover(args.data, label_scheme=label_scheme(args))
         model = _model(args, dataset)
-    trainer = Trainer(model, dataset, config, resume=args.resume, overwrite=args.overwrite)
+    val_data = args.val_data
+    if args.resume and val_data is None:  # the run's own validation set, where it still is
+        val_data = RunFolder(args.output).read().get("data", {}).get("val_root")
+    if val_data is not None:
+        val_data = discover(val_data, label_scheme=dataset.scheme)
+    trainer = Trainer(model, dataset, config, val_data=val_data, resume=args.resume, overwrite=args.overwrite)
     try:
         trainer.fit()
     except KeyboardInterrupt:
@@ -293,6 +299,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     split = p.add_mutually_exclusive_group()
     split.add_argument("--val-fraction", type=float, help="fraction of the cases held out (default 0.2)")
     split.add_argument("--fold", type=_fold, help="validate on fold K of N, e.g. 0/5")
+    split.add_argument("--val-data", help="validate on this data set folder instead (every case of --data then trains)")
     p.add_argument("--seed", type=int)
     p.add_argument("--num-workers", type=int, help="DataLoader workers (default: 0 on the CPU, up to 8 with a GPU)")
     p.add_argument("--cache-dir", help="keep preprocessed cases here instead of in memory")

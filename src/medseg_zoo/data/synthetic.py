@@ -4,6 +4,15 @@ Each case is a brain-like ellipsoid (white matter, grey matter, ventricles) hold
 edema around a core whose rim enhances — imaged in four modalities (FLAIR, T1w, T1gd, T2w) with their contrasts,
 a smooth bias field and noise, on a random grid: non-RAS orientations, anisotropic spacing and sometimes an
 oblique rotation. Labels follow the ``msd_task01`` scheme: 1 edema, 2 non-enhancing tumour, 3 enhancing tumour.
+
+Two variants make transfer targets that differ from the default set as users' data differ from a publisher's:
+
+- ``domain="other_scanner"``: the same anatomy and regions from another site: other tissue contrasts (less
+  grey-white contrast, dimmer edema on FLAIR, weaker enhancement), an intensity scale about 3.5 times larger with an
+  offset inside the head, thick slices (1 x 1 x 3 mm), a wider field of view (the head fills less of it) and other
+  orientations (``LPI``, ``AIL``, ``SRA``).
+- ``task="anatomy"``: another label set on the default images, so a pretrained head must be replaced: 1 white
+  matter, 2 ventricles (where no tumour is), exclusive classes.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -22,7 +32,7 @@ from tqdm import tqdm
 from medseg_zoo._atomic import atomic_write
 from medseg_zoo.data.discovery import DataSetError
 
-__all__ = ["MODALITIES", "make_case", "make_dataset"]
+__all__ = ["DOMAINS", "MODALITIES", "TASKS", "make_case", "make_dataset"]
 
 MODALITIES = ("FLAIR", "T1w", "T1gd", "T2w")
 
@@ -38,16 +48,55 @@ _TISSUES = {
 _ORIENTATIONS = ("RAS", "LPS", "LAS", "RPI", "PSR", "ILA")
 
 
+@dataclass(frozen=True)
+class _Domain:
+    """How one site images the anatomy: contrasts, intensity scale and offset, grid and field of view."""
+
+    tissues: dict[str, tuple[float, float, float, float]]
+    orientations: tuple[str, ...]
+    spacings: tuple[tuple[float, float, float], ...] | None  # None: random per axis from 1 to 2 mm
+    brain: tuple[float, float]  # brain radii as fractions of the field of view
+    scale: float
+    offset: float
+
+
+DOMAINS = {
+    "brats": _Domain(_TISSUES, _ORIENTATIONS, None, (0.36, 0.44), 1.0, 0.0),
+    "other_scanner": _Domain(
+        {
+            "csf": (0.18, 0.12, 0.12, 0.90),
+            "grey": (0.55, 0.50, 0.48, 0.62),
+            "white": (0.45, 0.62, 0.60, 0.45),
+            "edema": (0.80, 0.38, 0.36, 0.80),
+            "necrosis": (0.50, 0.22, 0.28, 0.70),
+            "enhancing": (0.65, 0.42, 0.85, 0.58),
+        },
+        ("LPI", "AIL", "SRA"),
+        ((1.0, 1.0, 3.0),),
+        (0.28, 0.34),
+        3.5,
+        0.08,
+    ),
+}
+TASKS = {
+    "tumour": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
+    "anatomy": {"0": "background", "1": "white matter", "2": "ventricles"},
+}
+
+
 def _smooth_noise(rng: np.random.Generator, shape: Sequence[int], cells: int = 5) -> np.ndarray:
     """Smooth random field in [-1, 1] (a coarse random grid upsampled trilinearly)."""
     coarse = torch.from_numpy(rng.uniform(-1, 1, size=(1, 1, cells, cells, cells)).astype(np.float32))
     return F.interpolate(coarse, size=tuple(shape), mode="trilinear", align_corners=True)[0, 0].numpy()
 
 
-def _random_affine(rng: np.random.Generator, shape: Sequence[int]) -> np.ndarray:
+def _random_affine(rng: np.random.Generator, shape: Sequence[int], domain: _Domain) -> np.ndarray:
     """A voxel-to-world affine: random orientation, anisotropic spacing, sometimes a small oblique rotation."""
-    spacing = rng.choice([1.0, 1.2, 1.5, 2.0], size=3, p=[0.4, 0.2, 0.2, 0.2])
-    codes = _ORIENTATIONS[rng.integers(len(_ORIENTATIONS))]
+    if domain.spacings is None:
+        spacing = rng.choice([1.0, 1.2, 1.5, 2.0], size=3, p=[0.4, 0.2, 0.2, 0.2])
+    else:
+        spacing = np.asarray(domain.spacings[rng.integers(len(domain.spacings))])
+    codes = domain.orientations[rng.integers(len(domain.orientations))]
     ornt = nib.orientations.axcodes2ornt(tuple(codes))
     axes = np.zeros((3, 3))
     for voxel_axis, (world_axis, flip) in enumerate(ornt.astype(int)):
@@ -65,16 +114,26 @@ def _random_affine(rng: np.random.Generator, shape: Sequence[int]) -> np.ndarray
     return affine
 
 
-def make_case(shape: Sequence[int] = (96, 96, 96), seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_case(
+    shape: Sequence[int] = (96, 96, 96), seed: int = 0, *, domain: str = "brats", task: str = "tumour"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One synthetic case.
 
+    Args:
+        shape: Voxel grid.
+        seed: Seed of the case.
+        domain: ``"brats"`` or ``"other_scanner"`` (see the module's description).
+        task: ``"tumour"`` (the ``msd_task01`` labels) or ``"anatomy"`` (1 white matter, 2 ventricles).
+
     Returns:
-        ``image`` (X, Y, Z, 4) int16 in the order of `MODALITIES`, ``label`` (X, Y, Z) uint8 in the
-        ``msd_task01`` scheme, and the shared 4x4 ``affine``.
+        ``image`` (X, Y, Z, 4) int16 in the order of `MODALITIES`, ``label`` (X, Y, Z) uint8 with the labels of
+        ``TASKS[task]``, and the shared 4x4 ``affine``.
     """
+    site = _choice(DOMAINS, domain, "domain")
+    _choice(TASKS, task, "task")
     rng = np.random.default_rng(seed)
     shape = tuple(int(s) for s in shape)
-    affine = _random_affine(rng, shape)
+    affine = _random_affine(rng, shape, site)
     ijk = np.stack(np.meshgrid(*(np.arange(s, dtype=np.float32) for s in shape), indexing="ij"), axis=-1)
     world = ijk @ affine[:3, :3].T.astype(np.float32) + affine[:3, 3].astype(np.float32)  # mm
 
@@ -87,7 +146,7 @@ def make_case(shape: Sequence[int] = (96, 96, 96), seed: int = 0) -> tuple[np.nd
         d = np.sqrt((((world - center) / radii) ** 2).sum(axis=-1))
         return d + (jitter * _smooth_noise(rng, shape, cells=4) if jitter else 0.0)
 
-    brain_radii = fov * rng.uniform(0.36, 0.44, size=3)
+    brain_radii = fov * rng.uniform(*site.brain, size=3)
     brain = ellipsoid(centre, brain_radii) + wobble < 1
     white = ellipsoid(centre, brain_radii * 0.7) + wobble < 1
     ventricles = np.zeros(shape, dtype=bool)
@@ -120,16 +179,29 @@ def make_case(shape: Sequence[int] = (96, 96, 96), seed: int = 0) -> tuple[np.nd
         (label == 3, "enhancing"),
     ]
     for mask, name in masks:  # later masks paint over earlier ones
-        image[mask] = _TISSUES[name]
+        image[mask] = site.tissues[name]
     bias = np.exp(0.2 * _smooth_noise(rng, shape, cells=3))[..., None]  # smooth multiplicative field
     image = image * bias * rng.uniform(0.8, 1.2, size=len(MODALITIES))
     image += rng.normal(0, 0.03, size=image.shape).astype(np.float32)
+    image = (image + site.offset) * site.scale
     image[~brain] = 0  # skull-stripped: zero background, as in BraTS
     image = np.clip(image * 1000, 0, np.iinfo(np.int16).max).astype(np.int16)
+    if task == "anatomy":
+        tissue = np.zeros(shape, dtype=np.uint8)
+        tissue[white & brain] = 1
+        tissue[ventricles & brain] = 2
+        tissue[label > 0] = 0
+        label = tissue
     return image, label, affine
 
 
-def _check_existing(out: Path, seed: int, shape: tuple[int, ...]) -> None:
+def _choice(options: dict, value: str, what: str):
+    if value not in options:
+        raise ValueError(f"{what} must be one of {', '.join(map(repr, options))}, got {value!r}")
+    return options[value]
+
+
+def _check_existing(out: Path, settings: dict) -> None:
     """A folder may be completed by the same settings, never mixed with other data."""
     if not out.exists():
         return
@@ -148,10 +220,14 @@ def _check_existing(out: Path, seed: int, shape: tuple[int, ...]) -> None:
         raise DataSetError(
             f"{out} holds another data set (its dataset.json is not the generator's); use another folder"
         )
-    if made.get("seed") != seed or tuple(made.get("shape", ())) != shape:
+    made = {"domain": "brats", "task": "tumour", **made}  # sets written before the variants
+    made = {k: made.get(k) for k in settings}
+    if made != settings:
+        shown = ", ".join(f"{k} {v}" for k, v in made.items())
+        asked = ", ".join(f"{k} {v}" for k, v in settings.items())
         raise DataSetError(
-            f"{out} holds synthetic cases of seed {made.get('seed')} and shape {tuple(made.get('shape', ()))}; "
-            f"asked for seed {seed} and shape {shape}: use another folder, or the same settings to complete it"
+            f"{out} holds synthetic cases of {shown}; asked for {asked}: use another folder, or the same settings "
+            "to complete it"
         )
 
 
@@ -161,6 +237,8 @@ def make_dataset(
     shape: Sequence[int] = (96, 96, 96),
     seed: int = 0,
     *,
+    domain: str = "brats",
+    task: str = "tumour",
     progress: bool = False,
 ) -> Path:
     """Write a BraTS-like data set in MSD Task01 layout: ``dataset.json``, ``imagesTr/``, ``labelsTr/``.
@@ -175,21 +253,26 @@ def make_dataset(
         n_cases: Number of cases (``BRATS_000`` ...).
         shape: Voxel grid of every case.
         seed: Seed; the same seed gives the same data set.
+        domain: ``"brats"`` or ``"other_scanner"`` (another site's contrasts, scale, grid and field of view).
+        task: ``"tumour"`` (``msd_task01`` labels) or ``"anatomy"`` (1 white matter, 2 ventricles).
         progress: A progress bar over cases.
 
     Returns:
         The data-set folder.
 
     Raises:
-        DataSetError: If the folder holds other data, or synthetic cases of another seed or shape.
+        DataSetError: If the folder holds other data, or synthetic cases of other settings.
     """
     if isinstance(n_cases, bool) or not isinstance(n_cases, int) or n_cases < 1:
         raise ValueError(f"n_cases must be a positive integer, got {n_cases!r}")
     shape = tuple(shape)
     if len(shape) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 8 for s in shape):
         raise ValueError(f"shape must be three integers >= 8, got {shape!r}")
+    _choice(DOMAINS, domain, "domain")
+    _choice(TASKS, task, "task")
+    settings = {"seed": seed, "shape": list(shape), "domain": domain, "task": task}
     out = Path(out_dir)
-    _check_existing(out, seed, shape)
+    _check_existing(out, settings)
     (out / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out / "labelsTr").mkdir(parents=True, exist_ok=True)
     training = []
@@ -199,17 +282,17 @@ def make_dataset(
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
         if image_path.exists() and label_path.exists():
             continue
-        image, label, affine = make_case(shape, seed=seed * 100_003 + i)
+        image, label, affine = make_case(shape, seed=seed * 100_003 + i, domain=domain, task=task)
         for path, data in ((label_path, label), (image_path, image)):
             img = nib.Nifti1Image(data, affine)
             atomic_write(path, lambda tmp, img=img: nib.save(img, tmp))
     dataset = {
         "name": "SyntheticBraTS",
         "description": f"Synthetic BraTS-like data from medseg_zoo.data.synthetic (seed {seed})",
-        "synthetic": {"seed": seed, "shape": list(shape)},
+        "synthetic": settings,
         "tensorImageSize": "4D",
         "modality": {str(i): m for i, m in enumerate(MODALITIES)},
-        "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
+        "labels": TASKS[task],
         "numTraining": n_cases,
         "numTest": 0,
         "training": training,

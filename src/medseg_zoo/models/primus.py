@@ -16,6 +16,7 @@ from torch import nn
 
 from medseg_zoo._contract import ModelConfig, WeightSource
 from medseg_zoo._registry import register_model
+from medseg_zoo.features import feature_info
 from medseg_zoo.layers.eva import EvaBlock, rotary_embedding_3d
 from medseg_zoo.models.resenc_unet import OPENMIND_CONTRACT
 
@@ -106,17 +107,31 @@ class Primus(nn.Module):
         self.decoder = nn.ModuleList(_UpStage(widths[i], widths[i + 1]) for i in range(stages - 1))
         self.head = nn.ConvTranspose3d(widths[-2], out_channels, 2, stride=2)
         self.register_buffer("rope", rotary_embedding_3d(self.grid_size, rope_dim), persistent=False)
+        self.feature_info = feature_info(
+            (embed_dim, patch_size, "norm" if i == depth - 1 else f"blocks.{i}") for i in range(depth)
+        )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each transformer block's tokens as a map ``(B, embed_dim, D / p, H / p, W / p)``, the last one
+        normalised (what the decoder reads)."""
         x = self.patch_embed(x)
         d, h, w = x.shape[2:]
         if (d, h, w) != self.grid_size:
             size = tuple(n * self.patch_size for n in self.grid_size)
             raise ValueError(f"input {tuple(x.shape[2:])} patches of {self.patch_size}^3; this Primus takes {size}")
         tokens = rearrange(x, "b c d h w -> b (d h w) c") + self.pos_embed
-        for block in self.blocks:
+        maps = []
+        for i, block in enumerate(self.blocks):
             tokens = block(tokens, self.rope)
-        x = rearrange(self.norm(tokens), "b (d h w) c -> b c d h w", d=d, h=h, w=w)
+            shown = self.norm(tokens) if i == len(self.blocks) - 1 else tokens
+            maps.append(rearrange(shown, "b (d h w) c -> b c d h w", d=d, h=h, w=w))
+        return maps
+
+    def decoder_modules(self) -> list[str]:
+        return ["decoder", "head"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(x)[-1]
         for stage in self.decoder:
             x = stage(x)
         return self.head(x)

@@ -7,6 +7,7 @@ each convolution twice (``conv`` and ``all_modules.0``) and the whole encoder ag
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -14,6 +15,7 @@ from torch import nn
 
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._registry import register_model
+from medseg_zoo.features import feature_info
 from medseg_zoo.layers import ConvNormAct, ResBlock, UpConv3d
 
 __all__ = ["ResEncUNet"]
@@ -91,14 +93,27 @@ class ResEncUNet(nn.Module):
                 )
             )
         self.head = nn.Conv3d(features[0], out_channels, 1)
+        self.feature_info = feature_info(
+            (width, math.prod(strides[: i + 1]), f"stages.{i}.{count - 1}")
+            for i, (width, count) in enumerate(zip(features, blocks, strict=True))
+        )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's maps, one per stage: ``(B, features[i], D / r_i, H / r_i, W / r_i)`` with ``r_i`` the
+        product of the first ``i + 1`` strides (see ``feature_info``)."""
         x = self.stem(x)
-        skips = []
+        maps = []
         for stage in self.stages:
             for block in stage:
                 x = block(x)
-            skips.append(x)
+            maps.append(x)
+        return maps
+
+    def decoder_modules(self) -> list[str]:
+        return ["ups", "decoders", "head"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = self.forward_features(x)
         x = skips.pop()
         for up, decoder in zip(self.ups, self.decoders, strict=True):
             x = decoder(torch.cat([up(x), skips.pop()], dim=1))

@@ -3,14 +3,40 @@ published MONAI model-zoo weights."""
 
 from __future__ import annotations
 
-from monai.networks.nets import SegResNet
+from typing import Any
+
+import torch
+from monai.networks.nets import SegResNet as MonaiSegResNet
 
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._registry import register_model
 from medseg_zoo._schemes import TOTALSEGMENTATOR_V1
+from medseg_zoo.features import feature_info
 from medseg_zoo.models.unet3d import SUPREM_CONTRACT, SUPREM_LICENSE, SUPREM_PAPER, suprem_source
 
-__all__: list[str] = []
+__all__ = ["SegResNet"]
+
+
+class SegResNet(MonaiSegResNet):
+    """MONAI's ``SegResNet`` (the same arguments, parameters and state-dict keys) with its encoder's maps.
+
+    Shapes: ``(B, C_in, D, H, W) -> (B, C_out, D, H, W)``, each spatial size divisible by
+    ``2 ** (len(blocks_down) - 1)``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.feature_info = feature_info(
+            (self.init_filters * 2**i, 2**i, f"down_layers.{i}") for i in range(len(self.blocks_down))
+        )
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each down layer's output: ``(B, init_filters * 2^i, D / 2^i, H / 2^i, W / 2^i)``."""
+        return self.encode(x)[1]
+
+    def decoder_modules(self) -> list[str]:
+        return ["up_samples", "up_layers", "conv_final"]
+
 
 _PAPER = "Myronenko, 3D MRI brain tumor segmentation using autoencoder regularization, BrainLes 2018 (arXiv:1810.11654)"
 _TINY = {"init_filters": 8, "blocks_down": (1, 1), "blocks_up": (1,)}

@@ -3,14 +3,43 @@ published MONAI model-zoo weights."""
 
 from __future__ import annotations
 
-from monai.networks.nets import SwinUNETR
+from typing import Any
+
+import torch
+from monai.networks.nets import SwinUNETR as MonaiSwinUNETR
 
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._registry import register_model
+from medseg_zoo.features import feature_info
 from medseg_zoo.models.unet3d import SUPREM_CONTRACT, SUPREM_LICENSE, SUPREM_PAPER, suprem_source
 from medseg_zoo.models.unetr import BTCV_CT_CONTRACT
 
-__all__: list[str] = []
+__all__ = ["SwinUNETR"]
+
+
+class SwinUNETR(MonaiSwinUNETR):
+    """MONAI's ``SwinUNETR`` (the same arguments, parameters and state-dict keys) with its encoder's maps.
+
+    Shapes: ``(B, C_in, D, H, W) -> (B, C_out, D, H, W)``, each spatial size divisible by 32.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        width = self.encoder1.layer.conv1.conv.out_channels  # feature_size
+        self.feature_info = feature_info((width * 2**i, 2 ** (i + 1), "swinViT") for i in range(5))
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The Swin encoder's five maps (after the patch embedding and each stage, normalised as the decoder
+        reads them): ``(B, feature_size * 2^i, D / 2^(i+1), H / 2^(i+1), W / 2^(i+1))``."""
+        return list(self.swinViT(x, self.normalize))
+
+    def decoder_modules(self) -> list[str]:
+        return [
+            *(f"encoder{i}" for i in (1, 2, 3, 4, 10)),
+            *(f"decoder{i}" for i in (5, 4, 3, 2, 1)),
+            "out",
+        ]
+
 
 _PAPER = (
     "Hatamizadeh et al., Swin UNETR: Swin Transformers for Semantic Segmentation of Brain Tumors in MRI Images, "

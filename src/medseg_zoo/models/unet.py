@@ -7,15 +7,18 @@ only changes how its maps are laid out on the CPU.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
 from monai.networks.blocks import ADN
+from monai.networks.layers import SkipConnection
 from monai.networks.nets import UNet as MonaiUNet
 from torch import nn
 
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._registry import register_model
+from medseg_zoo.features import feature_info
 from medseg_zoo.layers.norms import is_channels_last, norm_act
 from medseg_zoo.models.unetr import BRATS_MSD_CONTRACT
 
@@ -76,17 +79,48 @@ class UNet(MonaiUNet):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        strides = [*self.strides, 1]  # the bottom layer keeps its input's size
+        modules = [f"{name}.0" for name, _ in self._levels()] + [f"{self._levels()[-1][0]}.1.submodule"]
+        self.feature_info = feature_info(
+            (c, math.prod(strides[: i + 1]), m) for i, (c, m) in enumerate(zip(self.channels, modules, strict=True))
+        )
         adns = [m for m in self.modules() if isinstance(m, ADN)]
         self.channels_last_on_cpu = bool(adns) and all(map(_plain_nda, adns)) and self.dimensions == 3
         if self.channels_last_on_cpu:
             for adn in adns:
                 adn.__class__ = _FusedADN  # the same module, children and parameters; only forward differs
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last_on_cpu and x.device.type == "cpu" and x[0, 0].numel() >= CHANNELS_LAST_MIN_VOXELS:
             # Plain tensors: MONAI MetaTensors would make every map a view, which the fused norms must copy.
             x = x.as_subclass(torch.Tensor).contiguous(memory_format=torch.channels_last_3d)
-        return super().forward(x)
+        return x
+
+    def _levels(self) -> list[tuple[str, nn.Sequential]]:
+        """The nested levels ``(down, SkipConnection(next level), up)`` with their names, top first; the bottom
+        layer is the last level's skip submodule."""
+        levels, name, block = [], "model", self.model
+        while isinstance(block, nn.Sequential) and len(block) == 3 and isinstance(block[1], SkipConnection):
+            levels.append((name, block))
+            name, block = f"{name}.1.submodule", block[1].submodule
+        return levels
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each down layer's output and the bottom layer's: ``(B, channels[i], D / r_i, H / r_i, W / r_i)``, with
+        ``r_i`` the product of the first ``i + 1`` strides."""
+        x, maps = self._layout(x), []
+        levels = self._levels()
+        for _, level in levels:
+            x = level[0](x)
+            maps.append(x)
+        maps.append(levels[-1][1][1].submodule(x))
+        return maps
+
+    def decoder_modules(self) -> list[str]:
+        return [f"{name}.2" for name, _ in self._levels()]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self._layout(x))
 
 
 _PAPER = "Kerfoot et al., Left-Ventricle Quantification Using Residual U-Net, STACOM 2018 (MONAI UNet)"

@@ -12,6 +12,7 @@ from torch import nn
 
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._registry import register_model
+from medseg_zoo.features import feature_info
 from medseg_zoo.layers import ConvNormAct
 
 __all__ = ["SUPREM_CONTRACT", "UNet3D", "suprem_source"]
@@ -91,14 +92,22 @@ class UNet3D(nn.Module):
             [_Level(24 * w, 8 * w, 8 * w), _Level(12 * w, 4 * w, 4 * w), _Level(6 * w, 2 * w, 2 * w)]
         )
         self.head = nn.Conv3d(2 * w, out_channels, 1)
+        self.feature_info = feature_info((c[2], 2**i, f"encoder.{i}") for i, c in enumerate(widths))
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each encoder level's output: ``(B, 2 * width * 2^i, D / 2^i, H / 2^i, W / 2^i)``."""
+        maps = []
+        for i, level in enumerate(self.encoder):
+            x = level(self.pool(x) if i else x)
+            maps.append(x)
+        return maps
+
+    def decoder_modules(self) -> list[str]:
+        return ["ups", "decoders", "head"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for i, level in enumerate(self.encoder):
-            x = level(x)
-            if i < len(self.encoder) - 1:
-                skips.append(x)
-                x = self.pool(x)
+        skips = self.forward_features(x)
+        x = skips.pop()
         for up, decoder in zip(self.ups, self.decoders, strict=True):
             x = decoder(torch.cat([up(x), skips.pop()], dim=1))
         return self.head(x)

@@ -13,6 +13,7 @@ from torch import nn
 
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._registry import register_model
+from medseg_zoo.features import feature_info
 from medseg_zoo.layers import PatchEmbed3d, ResBlock, TransformerEncoder, UnetrSkipBlock, UnetrUpBlock, conv3d
 from medseg_zoo.transforms.labels import get_scheme
 
@@ -126,6 +127,21 @@ class UNETR(nn.Module):
         )
         self.head = conv3d(f, out_channels, kernel_size=1)
         self.channels_last_on_cpu = True
+        layers = tuple(skip_layers)
+        self.feature_info = feature_info(
+            (hidden_size, PATCH_SIZE, "encoder.norm" if k == num_layers and final_norm else f"encoder.blocks.{k - 1}")
+            for k in layers
+        )
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The tokens of the four ``skip_layers`` blocks as maps ``(B, hidden_size, D / 16, H / 16, W / 16)``
+        (the last one normalised with ``final_norm``)."""
+        d, h, w = (s // PATCH_SIZE for s in x.shape[2:])
+        hidden = self.encoder(self.patch_embed(x))
+        return [t.transpose(1, 2).reshape(t.shape[0], t.shape[2], d, h, w) for t in hidden]
+
+    def decoder_modules(self) -> list[str]:
+        return ["stem", "skips", "decoders", "head"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # On the CPU the decoder runs channels-last: oneDNN's 3D convolutions are faster on it, and the norms have
@@ -136,9 +152,7 @@ class UNETR(nn.Module):
             x = x.as_subclass(torch.Tensor)
         if torch.is_autocast_enabled(x.device.type):  # cast once: the stem and the patch embedding share it
             x = x.to(torch.get_autocast_dtype(x.device.type))
-        d, h, w = (s // PATCH_SIZE for s in x.shape[2:])
-        hidden = self.encoder(self.patch_embed(x))
-        z3, z6, z9, z12 = (t.transpose(1, 2).reshape(t.shape[0], t.shape[2], d, h, w) for t in hidden)
+        z3, z6, z9, z12 = self.forward_features(x)
         skips = [self.stem(x.contiguous(memory_format=layout)), self.skips[0](z3), self.skips[1](z6), self.skips[2](z9)]
         y = z12.contiguous(memory_format=layout)
         for decoder, skip in zip(self.decoders, reversed(skips), strict=True):

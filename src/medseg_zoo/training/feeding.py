@@ -31,6 +31,7 @@ from medseg_zoo.transforms.presets import (
 __all__ = [
     "EpochSampler",
     "check_batch",
+    "check_val_data",
     "data_set",
     "plain",
     "roi_warning",
@@ -79,21 +80,62 @@ def check_batch(config: TrainConfig, world: int, cases: int) -> None:
         )
 
 
+def check_val_data(dataset: DataSet, val_dataset: DataSet | None) -> None:
+    """A separate validation set must be another folder with the training set's channels and labels.
+
+    Raises:
+        TrainingError: Naming both folders and what differs.
+    """
+    if val_dataset is None:
+        return
+    if val_dataset.root.resolve() == dataset.root.resolve():
+        raise TrainingError(
+            f"val_data {val_dataset.root} is the training set itself: its cases would validate what they train; "
+            "give another folder, or leave val_data out to hold out val_fraction of the cases"
+        )
+    for what, ours, theirs in (
+        ("channels", dataset.channels, val_dataset.channels),
+        ("labels", dataset.scheme.labels, val_dataset.scheme.labels),
+    ):
+        if ours != theirs:
+            raise TrainingError(
+                f"val_data {val_dataset.root} has other {what} than {dataset.root}: {theirs} against {ours}"
+            )
+
+
 def split_cases(
-    dataset: DataSet, config: TrainConfig, recorded: Mapping[str, Sequence[str]] | None = None
+    dataset: DataSet,
+    config: TrainConfig,
+    recorded: Mapping[str, Sequence[str]] | None = None,
+    val_dataset: DataSet | None = None,
 ) -> tuple[list[Case], list[Case]]:
-    """The training and validation cases: a resumed run's recorded split, else a fold or a seeded fraction of the
-    labelled cases.
+    """The training and validation cases: a resumed run's recorded split; with a separate validation set, every
+    labelled case of each; else a fold or a seeded fraction of the labelled cases.
 
     Raises:
         TrainingError: A recorded case that is gone, or too few cases for two parts.
     """
     by_name = {c.name: c for c in dataset.cases}
+    val_by_name = {c.name: c for c in val_dataset.cases} if val_dataset is not None else by_name
     if recorded is not None:
-        missing = [n for n in [*recorded["train"], *recorded["val"]] if n not in by_name]
+        missing = [
+            f"{n} ({root})"
+            for names, known, root in (
+                (recorded["train"], by_name, dataset.root),
+                (recorded["val"], val_by_name, (val_dataset or dataset).root),
+            )
+            for n in names
+            if n not in known
+        ]
         if missing:
-            raise TrainingError(f"resume: cases of the run are no longer in {dataset.root}: {', '.join(missing)}")
-        return [by_name[n] for n in recorded["train"]], [by_name[n] for n in recorded["val"]]
+            raise TrainingError(f"resume: cases of the run are no longer there: {', '.join(missing)}")
+        return [by_name[n] for n in recorded["train"]], [val_by_name[n] for n in recorded["val"]]
+    if val_dataset is not None:
+        labelled = [[c for c in d.cases if c.label is not None] for d in (dataset, val_dataset)]
+        for cases, d in zip(labelled, (dataset, val_dataset), strict=True):
+            if not cases:
+                raise TrainingError(f"{d.root}: no labelled cases to {'train' if d is dataset else 'validate'} on")
+        return labelled[0], labelled[1]
     names = [c.name for c in dataset.cases if c.label is not None]
     try:
         if config.fold is not None:

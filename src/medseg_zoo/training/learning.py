@@ -90,19 +90,27 @@ def parameter_groups(
 def lr_factor(
     config: TrainConfig, group: dict[str, Any], steps_per_epoch: int, horizon: Callable[[], int]
 ) -> Callable[[int], float]:
-    """The schedule of one group as a function of the optimiser step: 0 for the encoder while it is frozen, a
-    linear warm-up, then poly / cosine / constant over ``horizon()`` epochs (read at every step: a time budget
-    may shorten the run as it goes)."""
+    """The schedule of one group as a function of the optimiser step (``horizon()`` is read at every step: a time
+    budget may shorten the run as it goes).
+
+    Without a frozen encoder: a linear warm-up over ``warmup_epochs``, then poly / cosine / constant. With
+    ``freeze_encoder_epochs`` (nnssl's "sawtooth"): the fresh parts train alone first (warming up, then at the full
+    rate) while the encoder's rate is 0; when the encoder joins, the whole network warms up again and the schedule
+    runs from the end of that warm-up.
+    """
     warmup = config.warmup_epochs * steps_per_epoch
-    frozen = config.freeze_encoder_epochs * steps_per_epoch if group["encoder"] else 0
+    joined = config.freeze_encoder_epochs * steps_per_epoch
+    frozen = joined if group["encoder"] else 0
 
     def factor(step: int) -> float:
         if step < frozen:
             return 0.0
-        if step < warmup:
-            return (step + 1) / warmup
+        if step < joined:  # the fresh parts alone
+            return min(1.0, (step + 1) / warmup) if warmup else 1.0
+        if step - joined < warmup:
+            return (step - joined + 1) / warmup
         total = max(1, horizon() * steps_per_epoch)
-        t = min(1.0, (step - warmup) / max(1, total - warmup))
+        t = min(1.0, (step - joined - warmup) / max(1, total - joined - warmup))
         if config.schedule == "poly":
             return (1 - t) ** 0.9
         if config.schedule == "cosine":

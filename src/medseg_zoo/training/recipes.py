@@ -55,7 +55,8 @@ class TrainConfig:
         weight_decay: Weight decay (decoupled for AdamW).
         momentum: SGD momentum.
         schedule: ``"poly"`` (nnU-Net's (1 - t)^0.9), ``"cosine"`` or ``"constant"``, after the warm-up.
-        warmup_epochs: Linear warm-up from 0 over this many epochs.
+        warmup_epochs: Linear warm-up from 0 over this many epochs (again for the whole network when a frozen
+            encoder joins).
         grad_accumulation: Batches whose gradients are summed before each optimiser step.
         grad_clip: Maximum gradient norm, or ``None``.
         loss: ``"dice_ce"`` (Dice + binary cross-entropy per region for sigmoid contracts, Dice + cross-entropy
@@ -75,7 +76,8 @@ class TrainConfig:
         foreground_ratio: Fraction of crops centred on a labelled voxel; 0 draws crops uniformly.
         early_stopping: Stop after this many validations without a better mean Dice; ``None`` never stops early.
         freeze_encoder_epochs: Epochs at the start during which the encoder (the configuration's ``encoder``
-            parameters) keeps its weights (learning rate 0).
+            parameters) keeps its weights (learning rate 0) and the fresh parts train alone; the schedule starts
+            when it joins (see `medseg_zoo.training.learning.lr_factor`).
         layer_decay: Layer-wise learning-rate decay for transformer encoders: block ``i`` of ``L`` trains at
             ``lr * layer_decay ** (L + 1 - i)``; ``None`` for a flat rate.
         pretrained_lr_scale: Learning-rate factor of loaded pretrained parameters against re-initialised ones

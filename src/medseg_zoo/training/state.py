@@ -28,7 +28,16 @@ from medseg_zoo.transforms.labels import LabelScheme, get_scheme, list_schemes
 # imports this module, and this module stays below it).
 Trainer = Any
 
-__all__ = ["STATE_FORMAT", "load_state", "read_run", "save_model", "save_state", "scheme_value", "write_run_config"]
+__all__ = [
+    "STATE_FORMAT",
+    "check_val_data",
+    "load_state",
+    "read_run",
+    "save_model",
+    "save_state",
+    "scheme_value",
+    "write_run_config",
+]
 
 logger = logging.getLogger("medseg_zoo.training")
 
@@ -71,6 +80,18 @@ def read_run(trainer: Trainer, cfg: ModelConfig) -> dict[str, Any]:
     return run
 
 
+def check_val_data(trainer: Trainer, run: dict[str, Any]) -> None:
+    """A resumed run validates on the set it validated on: a separate one again (it may have moved), or a split.
+
+    Raises:
+        TrainingError: A validation set given for a run that split its data, or missing for one that had one.
+    """
+    recorded = run.get("data", {}).get("val_root")
+    if (recorded is None) != (trainer.val_dataset is None):
+        had = f"validated on {recorded}: give it again as val_data (--val-data)" if recorded else "split its data"
+        raise TrainingError(f"resume: the run in {trainer.output} {had}")
+
+
 def write_run_config(trainer: Trainer) -> None:
     """``config.json``: what the run trains, on what, how, from where it started. A resumed run keeps its
     record and updates the settings that may change (the epochs, above all) and where its data lies."""
@@ -78,6 +99,8 @@ def write_run_config(trainer: Trainer) -> None:
         run = dict(trainer.run_record)
         run["config"] = trainer.config.to_dict()
         run["data"] = {**run["data"], "root": str(trainer.dataset.root.resolve())}
+        if trainer.val_dataset is not None:
+            run["data"]["val_root"] = str(trainer.val_dataset.root.resolve())
         run["resumed"] = [*run.get("resumed", []), {"command": sys.argv, "epochs": trainer.config.epochs}]
     else:
         cfg = config_of(trainer.model)
@@ -96,6 +119,7 @@ def write_run_config(trainer: Trainer) -> None:
             },
             "data": {
                 "root": str(trainer.dataset.root.resolve()),
+                **({"val_root": str(trainer.val_dataset.root.resolve())} if trainer.val_dataset else {}),
                 "layout": trainer.dataset.layout,
                 "channels": list(trainer.dataset.channels),
                 "label_scheme": scheme.name if isinstance(scheme_value(scheme), str) else dataclasses.asdict(scheme),
@@ -116,10 +140,12 @@ def save_model(trainer: Trainer, folder: Path) -> None:
     cfg = config_of(trainer.model)
     metrics = {k: round(v, 4) for k, v in (validated or {}).items() if k.startswith(("dice_", "mean_dice"))}
     if validated:
-        metrics["data"] = (
-            f"validation split of {trainer.dataset.root.name} ({len(trainer.val_cases)} cases), epoch "
-            f"{validated['epoch']}, on the model grid"
+        where = (
+            f"validation set {trainer.val_dataset.root.name}"
+            if trainer.val_dataset is not None
+            else f"validation split of {trainer.dataset.root.name}"
         )
+        metrics["data"] = f"{where} ({len(trainer.val_cases)} cases), epoch {validated['epoch']}, on the model grid"
     trainer.model.pretrained_cfg = cfg.replace(metrics=metrics)
     save_pretrained(trainer.model, folder)
 

@@ -71,6 +71,8 @@ class Trainer:
             `DataSet`.
         config: How to train (default ``TrainConfig()``); see `medseg_zoo.training.recipe` for named ones.
         label_scheme: The label scheme of a folder of pairs (or to override a dataset.json's).
+        val_data: A separate validation set (a folder or `DataSet` with the same channels and labels): every
+            labelled case of ``data`` then trains, and ``val_fraction`` / ``fold`` do not apply.
         resume: Continue the run in ``config.output`` from its last completed epoch.
         overwrite: Replace an existing run in ``config.output``.
         callbacks: `Callback` objects, called after the built-in reports (metrics table, curves, TensorBoard,
@@ -91,6 +93,7 @@ class Trainer:
         config: TrainConfig | None = None,
         *,
         label_scheme: str | LabelScheme | None = None,
+        val_data: str | os.PathLike | DataSet | None = None,
         resume: bool = False,
         overwrite: bool = False,
         callbacks: Sequence[Callback] = (),
@@ -117,9 +120,15 @@ class Trainer:
         self.resume = resume
 
         self.run_record = state.read_run(self, cfg) if resume else None
-        report = check_dataset(self.dataset, cfg.contract)
-        report.raise_for_errors()
-        self.warnings = [str(p) for p in report.problems]
+        self.val_dataset = feeding.data_set(val_data, label_scheme) if val_data is not None else None
+        self.warnings = []
+        for dataset in filter(None, (self.dataset, self.val_dataset)):
+            report = check_dataset(dataset, cfg.contract)
+            report.raise_for_errors()
+            self.warnings += [str(p) for p in report.problems]
+        if self.run_record is not None:
+            state.check_val_data(self, self.run_record)
+        feeding.check_val_data(self.dataset, self.val_dataset)
         self.scheme = data_scheme(cfg.contract, self.dataset.scheme)
         outputs = self.scheme.channels if self.scheme.exclusive else cfg.contract.out_channels
         self.contract = dataclasses.replace(
@@ -129,12 +138,14 @@ class Trainer:
         learning.check_model_options(cfg, config)
 
         recorded = self.run_record["split"] if self.run_record is not None else None
-        self.train_cases, self.val_cases = feeding.split_cases(self.dataset, config, recorded)
+        self.train_cases, self.val_cases = feeding.split_cases(self.dataset, config, recorded, self.val_dataset)
         roi = feeding.roi_warning(self.train_cases, self.contract)
         self.warnings += [roi] if roi else []
         self.warnings += learning.schedule_warnings(config)
         feeding.check_batch(config, self.world, len(self.train_cases))
         protected = {"the data set": self.dataset.root}
+        if self.val_dataset is not None:
+            protected["the validation set"] = self.val_dataset.root
         if not resume and self.rank == 0:  # the other ranks write nothing there, and rank 0 may have begun
             self.run_folder.check_new(overwrite=overwrite, protected=protected)
         if config.cache_dir is not None:
@@ -187,6 +198,9 @@ class Trainer:
         if self.is_main:
             for warning in self.warnings:
                 logger.warning(warning)
+            if not self.resume:  # what the run starts from, in one line (config.json records it too)
+                report = getattr(self.model, "load_report", None)
+                logger.info("start: %s %s", config_of(self.model).name, report or "from scratch (nothing loaded)")
 
         # The trained model's outputs map to the data's labels: its checkpoints carry the data's label scheme.
         self.model.pretrained_cfg = config_of(self.model).replace(contract=self.contract)
