@@ -29,6 +29,7 @@ from medseg_zoo.errors import (
 )
 from medseg_zoo.hub import CheckpointError, HubError, from_pretrained, push_to_hub, save_pretrained
 from medseg_zoo.inference import InputError, Predictor, predict
+from medseg_zoo.planning import Plan, plan
 from medseg_zoo.training import TrainConfig, Trainer
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "MissingExtraError",
     "ModelConfig",
     "OutputError",
+    "Plan",
     "Predictor",
     "PretrainedUnavailableError",
     "TaskContract",
@@ -59,6 +61,7 @@ __all__ = [
     "from_pretrained",
     "list_models",
     "model_info",
+    "plan",
     "predict",
     "push_to_hub",
     "register_model",

@@ -27,10 +27,14 @@ NORMALIZATIONS = (
     "zscore_channelwise",
     "clip_scale:<low>:<high>",
     "zscore_nonzero_rescale:<low>:<high>",
+    "clip_zscore:<low>:<high>:<mean>:<std>",
     "none",
 )
 _NUMBER = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
-_BOUNDED = re.compile(rf"(clip_scale|zscore_nonzero_rescale):(?P<low>{_NUMBER}):(?P<high>{_NUMBER})")
+_BOUNDED = re.compile(
+    rf"(clip_scale|zscore_nonzero_rescale|clip_zscore):(?P<low>{_NUMBER}):(?P<high>{_NUMBER})"
+    rf"(:(?P<mean>{_NUMBER}):(?P<std>{_NUMBER}))?"
+)
 
 
 # Names data sets give the same MRI sequence (BraTS, MSD, MONAI bundles, nnU-Net data sets).
@@ -74,10 +78,18 @@ def _check_normalization(value: object) -> None:
     if value in NORMALIZATIONS[:2] or value == "none":
         return
     match = _BOUNDED.fullmatch(value) if isinstance(value, str) else None
-    if match is None or float(match["low"]) >= float(match["high"]):
+    statistics = match is not None and match["std"] is not None
+    if (
+        match is None
+        or float(match["low"]) >= float(match["high"])
+        or statistics != value.startswith("clip_zscore:")
+        or (statistics and float(match["std"]) <= 0)
+    ):
+        match = None
+    if match is None:
         raise ValueError(
             f"normalization {value!r} is not supported; expected one of {', '.join(NORMALIZATIONS)} "
-            "(with numbers low < high, e.g. 'clip_scale:-175:250')"
+            "(with numbers low < high, e.g. 'clip_scale:-175:250', and std > 0: 'clip_zscore:-1000:400:40:120')"
         )
 
 
@@ -96,7 +108,9 @@ class TaskContract:
             ``None`` to keep the input's axes (models trained on data in its stored orientation).
         normalization: Intensity normalisation: ``"zscore_nonzero_channelwise"``, ``"zscore_channelwise"``,
             ``"clip_scale:<low>:<high>"`` (a CT window scaled to [0, 1]), ``"zscore_nonzero_rescale:<low>:<high>"``
-            (z-score over non-zero voxels, then min-max to [low, high]) or ``"none"``.
+            (z-score over non-zero voxels, then min-max to [low, high]), ``"clip_zscore:<low>:<high>:<mean>:<std>"``
+            (nnU-Net's CT scheme: clip to the data set's foreground percentiles, subtract its foreground mean,
+            divide by its standard deviation; see `medseg_zoo.plan`) or ``"none"``.
         label_scheme: The label scheme (data set edition) the outputs map to: a built-in name, a
             `LabelScheme` (a data set's own, e.g. from its dataset.json), or
             ``None`` (outputs are class indices or bare regions).

@@ -125,3 +125,26 @@ def test_a_checkpoint_starts_a_new_task_with_a_separate_validation_set(tiny_chec
         "white matter",
         "ventricles",
     )
+
+
+def test_a_generic_model_is_planned_from_the_data_and_the_plan_reaches_predict(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--model", "unet", "--data", str(tiny_data), "--output", str(run), "--epochs", "1"]
+    assert main([*args, "--no-progress", "--spacing", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "--spacing (2.0, 2.0, 2.0) overrides the plan's" in err
+    assert "plan for unet: spacing 2 x 2 x 2 mm, roi 32 x 32 x 32, batch 2, zscore_nonzero_channelwise" in err
+    record = json.loads((run / "config.json").read_text())
+    assert record["plan"]["roi_size"] == [32, 32, 32] and record["plan"]["rules"]["spacing"].startswith("the median")
+    contract = mz.from_pretrained(run / "best").pretrained_cfg.contract
+    assert contract.spacing == (2.0, 2.0, 2.0) and contract.normalization == "zscore_nonzero_channelwise"
+    assert contract.roi_size == (32, 32, 32)
+
+
+def test_a_task_model_keeps_its_contract(tiny_data, tmp_path, capsys):
+    args = ["train", "--model", "unet_brats", "--data", str(tiny_data), "--output", str(tmp_path / "r")]
+    assert main([*args, "--spacing", "1", "--epochs", "1"]) == 2  # refused before the model is built
+    assert "--spacing and --normalization apply to generic architectures; unet_brats has a contract" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "r").exists()

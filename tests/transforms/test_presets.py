@@ -161,6 +161,20 @@ def test_ct_window_normalization(tmp_path):
         dataclasses.replace(contract, normalization="clip_scale:-57")
 
 
+def test_nnunet_ct_normalization_clips_then_zscores_with_the_data_sets_statistics(tmp_path):
+    contract = dataclasses.replace(
+        CONTRACT, in_channels=("CT",), normalization="clip_zscore:-100:300:50:40", spacing=None, label_scheme=None
+    )
+    ct = np.array([-1000, -100, 50, 90, 300, 3000], dtype=np.float32).reshape(6, 1, 1)
+    nib.save(nib.Nifti1Image(ct, np.eye(4)), tmp_path / "ct.nii.gz")
+    out = inference_transforms(contract)({"image": str(tmp_path / "ct.nii.gz")})["image"]
+    expected = (np.clip(ct.ravel().astype(np.float64), -100, 300) - 50) / 40  # nnU-Net's CTNormalization
+    np.testing.assert_allclose(out.numpy().ravel(), expected, atol=1e-5)
+    for bad in ("clip_zscore:-100:300", "clip_zscore:-100:300:50:0", "clip_scale:-1:1:0:1"):
+        with pytest.raises(ValueError, match="is not supported"):
+            dataclasses.replace(contract, normalization=bad)
+
+
 def test_zscore_then_rescale_normalization(tmp_path):
     contract = dataclasses.replace(
         CONTRACT, in_channels=("CT",), normalization="zscore_nonzero_rescale:-1:1", spacing=None, label_scheme=None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,10 @@ def _model(args: argparse.Namespace, dataset: Any) -> Any:
     """The model to train: a checkpoint folder, or a registry name with channels and outputs fitted to the data
     where asked (``data``), where the architecture is generic, or where the weights are a starting point without
     a task head."""
+    from medseg_zoo._contract import config_of
+    from medseg_zoo.data.fingerprint import fingerprint
     from medseg_zoo.hub import from_pretrained
+    from medseg_zoo.planning import compare_with_contract
 
     if args.checkpoint and (args.pretrained or args.roi_size):
         raise TrainingError(
@@ -83,7 +87,7 @@ def _model(args: argparse.Namespace, dataset: Any) -> Any:
     generic = cfg is not None and (cfg.contract is None or cfg.headless)  # the data's channels and labels make it
     ins = args.in_channels or ("data" if generic else None)
     outs = args.out_channels or ("data" if generic else None)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"pretrained": args.pretrained} if not args.checkpoint else {}
     if ins is not None:
         kwargs["in_channels"] = list(dataset.channels) if ins == "data" else ins
     if outs == "data":
@@ -93,9 +97,39 @@ def _model(args: argparse.Namespace, dataset: Any) -> Any:
         kwargs["out_channels"] = outs
     if args.roi_size:
         kwargs["roi_size"] = args.roi_size
-    if args.checkpoint:
-        return from_pretrained(args.checkpoint, **kwargs)
-    return create_model(args.model, pretrained=args.pretrained, **kwargs)
+    if cfg is not None and cfg.contract is None:  # a generic architecture: its contract comes from the data
+        return _planned(args, dataset, kwargs)
+    if args.spacing or args.normalization:
+        raise TrainingError(
+            f"--spacing and --normalization apply to generic architectures; {args.checkpoint or args.model} has a "
+            "contract that gives them (its weights were trained so)"
+        )
+    model = from_pretrained(args.checkpoint, **kwargs) if args.checkpoint else create_model(args.model, **kwargs)
+    found = fingerprint(dataset, orientation=config_of(model).contract.orientation)
+    for line in compare_with_contract(found, config_of(model).contract, dataset.channels):
+        print(f"medseg-zoo: {line}", file=sys.stderr)
+    return model
+
+
+def _planned(args: argparse.Namespace, dataset: Any, kwargs: dict[str, Any]) -> Any:
+    """A generic architecture planned from the data (nnU-Net's rules); an explicit option overrides its rule."""
+    from medseg_zoo.planning import plan
+
+    result = plan(dataset, args.model, memory_gib=args.memory)
+    changes = {}
+    for option, field, value in (
+        ("--roi-size", "roi_size", tuple(kwargs.pop("roi_size", None) or ()) or None),
+        ("--spacing", "spacing", tuple(args.spacing) if args.spacing else None),
+        ("--normalization", "normalization", args.normalization),
+    ):
+        if value is not None:
+            value = (value * 3 if len(value) == 1 else value) if isinstance(value, tuple) else value
+            changes[field] = value
+            print(f"medseg-zoo: {option} {value} overrides the plan's {getattr(result, field)}", file=sys.stderr)
+    result = dataclasses.replace(result, **changes)
+    print("\n".join(f"medseg-zoo: {line}" for line in result.summary()), file=sys.stderr)
+    model = create_model(args.model, roi_size=result.roi_size, **kwargs)
+    return result.apply(model)
 
 
 def _option(name: str) -> str:
@@ -230,6 +264,8 @@ def _train(args: argparse.Namespace) -> int:
             check_output_folder(args.output, protected={"the checkpoint": args.checkpoint}, what="--output")
         dataset = discover(args.data, label_scheme=label_scheme(args))
         model = _model(args, dataset)
+        if "batch_size" not in given and getattr(model, "plan", None):
+            config = config.replace(batch_size=model.plan["batch_size"])
     val_data = args.val_data
     if args.resume and val_data is None:  # the run's own validation set, where it still is
         val_data = RunFolder(args.output).read().get("data", {}).get("val_root")
@@ -309,6 +345,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--freeze-encoder-epochs", type=int, help="keep the encoder's weights for the first N epochs")
     p.add_argument("--layer-decay", type=float, help="layer-wise learning-rate decay of transformer encoders")
     p.add_argument("--pretrained-lr-scale", type=float, help="learning-rate factor of pretrained parameters")
+    p.add_argument(
+        "--spacing", type=float, nargs="+", metavar="MM", help="target spacing (generic models; default: planned)"
+    )
+    p.add_argument("--normalization", help="intensity normalisation (generic models; default: planned)")
+    p.add_argument("--memory", type=float, default=8.0, help="GiB one training step may take, for the plan (default 8)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its last epoch")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --output")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or epoch lines")

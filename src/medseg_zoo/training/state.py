@@ -117,6 +117,7 @@ def write_run_config(trainer: Trainer) -> None:
                 "reinitialized": sorted(reinitialized),
                 "load_report": str(report or ""),
             },
+            **({"plan": trainer.model.plan} if getattr(trainer.model, "plan", None) else {}),
             "data": {
                 "root": str(trainer.dataset.root.resolve()),
                 **({"val_root": str(trainer.val_dataset.root.resolve())} if trainer.val_dataset else {}),

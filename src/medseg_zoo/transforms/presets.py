@@ -91,7 +91,12 @@ def _normalize(contract: TaskContract) -> list[MapTransform]:
         return [NormalizeIntensityd(IMAGE, nonzero=False, channel_wise=True)]
     if contract.normalization == "none":
         return []
-    kind, low, high = contract.normalization.split(":")
+    kind, low, high, *statistics = contract.normalization.split(":")
+    if kind == "clip_zscore":  # clip to [low, high], then (x - mean) / std: [low, high] maps linearly
+        mean, std = map(float, statistics)
+        bounds = {"a_min": float(low), "a_max": float(high)}
+        return [ScaleIntensityRanged(IMAGE, **bounds, b_min=(bounds["a_min"] - mean) / std,
+                                     b_max=(bounds["a_max"] - mean) / std, clip=True)]  # fmt: skip
     if kind == "clip_scale":  # CT windows: clip to [low, high], scale to [0, 1]
         return [ScaleIntensityRanged(IMAGE, a_min=float(low), a_max=float(high), b_min=0.0, b_max=1.0, clip=True)]
     # z-score over non-zero voxels, then the volume's min-max range to [low, high] (MONAI wholeBody_ct)
