@@ -31,7 +31,8 @@ bench: $(STAMP) $(BENCH_WEIGHTS)
 	$(PY) benchmarks/bench_unetr.py --output docs/benchmarks.md
 	$(PY) benchmarks/bench_inference.py --weights $(BENCH_WEIGHTS) --repeats 5 --output docs/benchmarks.md
 	$(PY) benchmarks/bench_training.py --epochs 3 --output docs/benchmarks.md
-	$(PY) benchmarks/bench_transfer.py --output docs/benchmarks.md
+	$(PY) benchmarks/bench_transfer.py --output docs/benchmarks.md --plot docs/images/transfer_curves.png
+	$(PY) benchmarks/bench_plan.py --output docs/benchmarks.md
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict

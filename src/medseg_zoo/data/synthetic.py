@@ -32,7 +32,7 @@ from tqdm import tqdm
 from medseg_zoo._atomic import atomic_write
 from medseg_zoo.data.discovery import DataSetError
 
-__all__ = ["DOMAINS", "MODALITIES", "TASKS", "make_case", "make_dataset"]
+__all__ = ["DOMAINS", "MODALITIES", "TASKS", "make_case", "make_ct_dataset", "make_dataset"]
 
 MODALITIES = ("FLAIR", "T1w", "T1gd", "T2w")
 
@@ -299,4 +299,46 @@ def make_dataset(
         "test": [],
     }
     atomic_write(out / "dataset.json", lambda tmp: Path(tmp).write_text(json.dumps(dataset, indent=2)))
+    return out
+
+
+def make_ct_dataset(
+    out_dir: str | os.PathLike, n_cases: int = 8, shape: Sequence[int] = (96, 96, 24), seed: int = 0
+) -> Path:
+    """Write an abdominal CT-like data set in nnU-Net v2's raw layout (``imagesTr/CASE_0000.nii.gz``,
+    ``labelsTr/CASE.nii.gz``, ``dataset.json`` with the channel ``CT``): a body of soft tissue (about 40 HU) in
+    air (-1000 HU) holding one organ (about 120 HU, label 1), at 0.8 x 0.8 mm in plane and slices of 3 to 5 mm,
+    the grid ``shape`` with as many more slices as the thinner ones need. Anisotropic in spacing and voxels, as
+    nnU-Net's planner treats such data sets.
+
+    Raises:
+        DataSetError: If the folder holds other files.
+    """
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise DataSetError(f"{out} holds other files; write the synthetic CT data set into an empty or new folder")
+    rng = np.random.default_rng(seed)
+    for i in range(n_cases):
+        thickness = float(rng.choice([3.0, 4.0, 4.5, 5.0]))
+        grid = (shape[0], shape[1], round(shape[2] * 5.0 / thickness))
+        axes = np.meshgrid(*(np.linspace(-1, 1, s, dtype=np.float32) for s in grid), indexing="ij")
+
+        def inside(centre: np.ndarray, radii: np.ndarray, axes: list = axes) -> np.ndarray:
+            return sum(((a - c) / r) ** 2 for a, c, r in zip(axes, centre, radii, strict=True)) < 1
+
+        body = inside(rng.uniform(-0.05, 0.05, 3), rng.uniform(0.75, 0.9, 3))
+        organ = inside(rng.uniform(-0.2, 0.2, 3), rng.uniform(0.2, 0.35, 3)) & body
+        image = np.where(body, 40.0, -1000.0) + rng.normal(0, 12, grid)
+        image[organ] = 120 + rng.normal(0, 15, int(organ.sum()))
+        affine = np.diag([0.8, 0.8, thickness, 1.0])
+        name = f"CT_{i:03d}"
+        for path, data in (
+            (out / "labelsTr" / f"{name}.nii.gz", organ.astype(np.uint8)),
+            (out / "imagesTr" / f"{name}_0000.nii.gz", image.astype(np.int16)),
+        ):
+            img = nib.Nifti1Image(data, affine)
+            atomic_write(path, lambda tmp, img=img: nib.save(img, tmp))
+    meta = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1}, "numTraining": n_cases,
+            "file_ending": ".nii.gz", "synthetic": {"seed": seed, "shape": list(shape), "kind": "ct"}}  # fmt: skip
+    atomic_write(out / "dataset.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
     return out
