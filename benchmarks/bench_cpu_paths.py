@@ -1,9 +1,9 @@
 """What each of the zoo's CPU-specific code paths buys in a whole training step, on this machine's CPU kind.
 
-A path is kept only where it pays at least 10 % of a whole step on the CPU kinds it runs on (and is gated on that
-capability); this measures it. A training step of each network (batch 2 of 4 x 128 x 128 x 64 fp32: forward,
-Dice + BCE loss, backward, fused AdamW) is timed with every path on (as shipped) and with one path switched off
-at a time, the variants alternating in one process; medians after one warm-up round.
+The oneDNN products choose themselves by measurement per shape (the second table lists their choices);
+``MEDSEG_ZOO_CPU_PATHS=off`` turns every path off. A training step of each network (batch 2 of 4 x 128 x 128 x 64
+fp32: forward, Dice + BCE loss, backward, fused AdamW) is timed with every path on (as shipped) and with one path
+switched off at a time, the variants alternating in one process; medians after one warm-up round.
 
     python benchmarks/bench_cpu_paths.py --repeats 5 --output docs/benchmarks.md
 """
@@ -53,7 +53,7 @@ def _channels_last_off(model: nn.Module) -> Iterator[None]:
 
 SWITCHES: dict[str, tuple[str, Switch]] = {
     "shipped": ("every path on", _as_shipped),
-    "onednn": ("Linear as nn.Linear (MKL)", _onednn_off),
+    "onednn": ("Linear as nn.Linear (MKL) everywhere", _onednn_off),
     "channels_last": ("default layout, torch's norms (no channels-last, no fused norms)", _channels_last_off),
 }
 NETWORKS = {  # which switches reach each network
@@ -101,6 +101,16 @@ def main() -> None:
             if key != "shipped":
                 saved = 1 - shipped / seconds
                 rows.append(f"| `{name}` | {SWITCHES[key][0]} | {seconds:.2f} | {shipped:.2f} | {saved:+.0%} |")
+    choices = sys.modules["medseg_zoo.layers.linear"].linear_choices()
+    chosen = [
+        "| tokens x in -> out | training | oneDNN ms | torch ms | chosen |",
+        "|---|---|---:|---:|---|",
+        *(
+            f"| {t} x {i} -> {o}{' (+bias)' if b else ''} | {'yes' if g else 'no'} | {ours * 1e3:.2f} | "
+            f"{theirs * 1e3:.2f} | {'oneDNN' if pick else 'torch'} |"
+            for (t, i, o, b, g, _), (pick, ours, theirs) in sorted(choices.items())
+        ),
+    ]
     publish(
         [
             f"## CPU-specific paths, whole training step ({capability})",
@@ -109,6 +119,11 @@ def main() -> None:
             'alternating steps per variant. "The path saves": the share of the step without it that it takes off.',
             "",
             *rows,
+            "",
+            "The transformer products of `medseg_zoo.layers.linear` measure both paths once per shape and process "
+            "(best of three, with the backward pass when training) and keep the faster; what they chose here:",
+            "",
+            *chosen,
         ],
         args.output,
         f"cpu-paths-{capability.lower()}",

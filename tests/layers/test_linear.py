@@ -61,3 +61,38 @@ def test_linear_under_cpu_autocast_is_torchs_half_precision_product(onednn):
         out, ref = linear(x, w), F.linear(x, w)
     assert out.dtype == torch.bfloat16
     assert torch.equal(out, ref)
+
+
+def test_the_path_is_chosen_by_measuring_both_once_per_shape(monkeypatch):
+    module = sys.modules["medseg_zoo.layers.linear"]
+    monkeypatch.setattr(module, "ONEDNN_PRODUCTS", None)
+    monkeypatch.setattr(module, "_CHOSEN", {})
+    timed = []
+
+    def seconds(product, x, weight, bias, grad):  # oneDNN measures faster for 300 tokens, slower for 20
+        timed.append(x.shape[0])
+        return 1.0 if (product is module._onednn) == (x.shape[0] == 300) else 2.0
+
+    monkeypatch.setattr(module, "_seconds", seconds)
+    w = torch.randn(40, 48)
+    for _ in range(3):
+        linear(torch.randn(300, 48), w)
+        linear(torch.randn(20, 48), w)
+    chosen = {key[0]: choice[0] for key, choice in module.linear_choices().items()}
+    assert chosen == {300: True, 20: False} and sorted(timed) == [20, 20, 300, 300]  # once per shape and path
+
+
+def test_cpu_paths_off_switches_every_cpu_specific_path_off():
+    code = (
+        "import medseg_zoo as mz; from medseg_zoo.layers import linear as L; import sys;"
+        "m = sys.modules['medseg_zoo.layers.linear'];"
+        "print(m.CPU_PATHS, m.ONEDNN_PRODUCTS, mz.create_model('unetr_brats').channels_last_on_cpu,"
+        " mz.create_model('unet_brats').channels_last_on_cpu)"
+    )
+    import os
+    import subprocess
+
+    for value, expected in (("off", "False False False False"), ("auto", "True None True True")):
+        env = {**os.environ, "MEDSEG_ZOO_CPU_PATHS": value}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.split("\n")[-2] == expected

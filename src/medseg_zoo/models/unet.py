@@ -19,6 +19,7 @@ from torch import nn
 from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._registry import register_model
 from medseg_zoo.features import feature_info
+from medseg_zoo.layers.linear import CPU_PATHS
 from medseg_zoo.layers.norms import is_channels_last, norm_act
 from medseg_zoo.models.unetr import BRATS_MSD_CONTRACT
 
@@ -85,7 +86,7 @@ class UNet(MonaiUNet):
             (c, math.prod(strides[: i + 1]), m) for i, (c, m) in enumerate(zip(self.channels, modules, strict=True))
         )
         adns = [m for m in self.modules() if isinstance(m, ADN)]
-        self.channels_last_on_cpu = bool(adns) and all(map(_plain_nda, adns)) and self.dimensions == 3
+        self.channels_last_on_cpu = CPU_PATHS and bool(adns) and all(map(_plain_nda, adns)) and self.dimensions == 3
         if self.channels_last_on_cpu:
             for adn in adns:
                 adn.__class__ = _FusedADN  # the same module, children and parameters; only forward differs

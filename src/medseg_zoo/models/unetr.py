@@ -15,6 +15,7 @@ from medseg_zoo._contract import ModelConfig, TaskContract, WeightSource
 from medseg_zoo._registry import register_model
 from medseg_zoo.features import feature_info
 from medseg_zoo.layers import PatchEmbed3d, ResBlock, TransformerEncoder, UnetrSkipBlock, UnetrUpBlock, conv3d
+from medseg_zoo.layers.linear import CPU_PATHS
 from medseg_zoo.transforms.labels import get_scheme
 
 __all__ = ["UNETR"]
@@ -126,7 +127,7 @@ class UNETR(nn.Module):
             ]
         )
         self.head = conv3d(f, out_channels, kernel_size=1)
-        self.channels_last_on_cpu = True
+        self.channels_last_on_cpu = CPU_PATHS  # MEDSEG_ZOO_CPU_PATHS=off: the default layout
         layers = tuple(skip_layers)
         self.feature_info = feature_info(
             (hidden_size, PATCH_SIZE, "encoder.norm" if k == num_layers and final_norm else f"encoder.blocks.{k - 1}")
