@@ -45,8 +45,8 @@ def test_bad_values_are_named(changes, message):
 
 
 def test_unknown_recipe_and_field():
-    with pytest.raises(TrainingError, match=r"unknown recipe 'nnunet'; recipes: default, openmind, "):
-        recipe("nnunet")
+    with pytest.raises(TrainingError, match=r"unknown recipe 'nnunet_v1'; recipes: default, nnunet, openmind, "):
+        recipe("nnunet_v1")
     with pytest.raises(TrainingError, match=r"TrainConfig has no field epoch"):
         TrainConfig().replace(epoch=3)
 

@@ -246,6 +246,9 @@ _OPENMIND = {  # TaWald/nnUNet PretrainedTrainer: nnU-Net's SGD from 1e-3 after 
     "epochs": 1000,
     "batch_size": 2,
 }
+# nnU-Net's supervised transfer (documentation/pretraining_and_finetuning.md, run/load_pretrained_weights.py): every
+# tensor but the segmentation layers loaded (a missing or mis-shaped one is an error), then its ordinary recipe.
+_NNUNET = {"optimizer": "sgd", "lr": 1e-2, "momentum": 0.99, "weight_decay": 3e-5, "schedule": "poly", "epochs": 1000}
 _MONAI_FINE_TUNING = {  # research-contributions' SwinUNETR scripts: AdamW 1e-4, warm-up then cosine, batch 1
     "optimizer": "adamw",
     "lr": 1e-4,
@@ -266,6 +269,16 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "openmind": (
         "OpenMind's ResEnc-L fine-tuning (nnssl's PretrainedTrainer): SGD 1e-3, 50-epoch warm-up, poly",
         _OPENMIND,
+    ),
+    "openmind_sawtooth": (
+        "nnssl's PretrainedTrainer_sawtooth: the decoder alone for 50 epochs (encoder frozen, warming up), then a "
+        "50-epoch warm-up of the whole network, SGD 1e-3, poly, 1000 epochs",
+        {**_OPENMIND, "freeze_encoder_epochs": 50},
+    ),
+    "nnunet": (
+        "nnU-Net's supervised fine-tuning (-pretrained_weights): its ordinary recipe, SGD 1e-2 with Nesterov "
+        "momentum 0.99, poly, 1000 epochs",
+        _NNUNET,
     ),
     "openmind_primus": (
         "OpenMind's Primus fine-tuning (PretrainedTrainer_Primus): AdamW 1e-4, weight decay 5e-2, 50-epoch warm-up, "
