@@ -85,6 +85,7 @@ PAGES = [
     "api/dicom.md",
     "api/export.md",
     "api/hub.md",
+    "api/models.md",
 ]
 
 

@@ -239,12 +239,15 @@ def plan(
         progress: A progress bar while the fingerprint is read.
 
     Raises:
+        DataCheckError: The data set has errors (the whole report).
         ValueError: Data the rules cannot plan for (CT beside other channels), or a budget too small for the
             smallest patch.
     """
     from medseg_zoo._registry import get_config
+    from medseg_zoo.data.checks import check_dataset
 
     dataset = data if isinstance(data, DataSet) else discover(data)
+    check_dataset(dataset).raise_for_errors()  # every file readable, labels valid: the fingerprint reads them all
     cfg = get_config(model)
     args = {**(model_args or {})}
     orientation = cfg.contract.orientation if cfg.contract is not None else "RAS"

@@ -154,7 +154,7 @@ def test_cli_download_and_push(hub, tmp_path, monkeypatch, capsys):
     register_model(cfg.replace(weights=(dataclasses.replace(cfg.weights[0], md5=None),)), overwrite=True)
     try:
         assert main(["download", "segresnet_brats", "--cache-dir", str(tmp_path)]) == 0
-        assert "loaded MONAI/brats_mri_segmentation@main/models/model.pt" in capsys.readouterr().out
+        assert "from MONAI/brats_mri_segmentation@main/models/model.pt (sha256 " in capsys.readouterr().out
     finally:
         register_model(cfg, overwrite=True)
     assert main(["download", "unetr_brats"]) == 2

@@ -73,10 +73,7 @@ def _model(args: argparse.Namespace, dataset: Any) -> Any:
     """The model to train: a checkpoint folder, or a registry name with channels and outputs fitted to the data
     where asked (``data``), where the architecture is generic, or where the weights are a starting point without
     a task head."""
-    from medseg_zoo._contract import config_of
-    from medseg_zoo.data.fingerprint import fingerprint
     from medseg_zoo.hub import from_pretrained
-    from medseg_zoo.planning import compare_with_contract
 
     if args.checkpoint and (args.pretrained or args.roi_size):
         raise TrainingError(
@@ -104,11 +101,20 @@ def _model(args: argparse.Namespace, dataset: Any) -> Any:
             f"--spacing and --normalization apply to generic architectures; {args.checkpoint or args.model} has a "
             "contract that gives them (its weights were trained so)"
         )
-    model = from_pretrained(args.checkpoint, **kwargs) if args.checkpoint else create_model(args.model, **kwargs)
-    found = fingerprint(dataset, orientation=config_of(model).contract.orientation)
-    for line in compare_with_contract(found, config_of(model).contract, dataset.channels):
+    return from_pretrained(args.checkpoint, **kwargs) if args.checkpoint else create_model(args.model, **kwargs)
+
+
+def _compare(model: Any, dataset: Any) -> None:
+    """A model's own contract against the data (once the data are checked): warnings naming the cases."""
+    from medseg_zoo._contract import config_of
+    from medseg_zoo.data.fingerprint import fingerprint
+    from medseg_zoo.planning import compare_with_contract
+
+    contract = config_of(model).contract
+    for line in compare_with_contract(
+        fingerprint(dataset, orientation=contract.orientation), contract, dataset.channels
+    ):
         print(f"medseg-zoo: {line}", file=sys.stderr)
-    return model
 
 
 def _planned(args: argparse.Namespace, dataset: Any, kwargs: dict[str, Any]) -> Any:
@@ -272,6 +278,8 @@ def _train(args: argparse.Namespace) -> int:
     if val_data is not None:
         val_data = discover(val_data, label_scheme=dataset.scheme)
     trainer = Trainer(model, dataset, config, val_data=val_data, resume=args.resume, overwrite=args.overwrite)
+    if not args.resume and not getattr(model, "plan", None) and trainer.is_main:
+        _compare(model, dataset)
     try:
         trainer.fit()
     except KeyboardInterrupt:
