@@ -213,8 +213,8 @@ def main() -> None:
         # Runs side by side, one thread each: 1.5x the runs per minute of one run on two threads (2 cores).
         with multiprocessing.get_context("spawn").Pool(
             args.workers, initializer=torch.set_num_threads, initargs=(1,)
-        ) as pool:
-            for key, seed, dice, curve, report in pool.imap(_job, jobs):
+        ) as workers:
+            for key, seed, dice, curve, report in workers.imap(_job, jobs):
                 scores.setdefault(key, []).append(dice)
                 curves.setdefault(key, []).append(curve)
                 if report:

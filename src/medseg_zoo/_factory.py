@@ -140,20 +140,25 @@ def create_ensemble(name: str, pretrained: bool = False, **options: Any) -> list
 def count_parameters(name: str) -> int:
     """Parameters of a registered configuration at full size, counted without allocating its weights (an
     ensemble: one member's)."""
-    import torch
-
     cfg = get_config(name)
     if cfg.members:
         return count_parameters(cfg.members[0])
     channels = {} if cfg.contract else {"in_channels": 1, "out_channels": 2}
     if cfg.headless:
         channels = {"out_channels": len(cfg.contract.out_channels)}
+    return sum(p.numel() for p in meta_model(name, **channels).parameters())
+
+
+def meta_model(name: str, **options: Any) -> nn.Module:
+    """``create_model(name, **options)`` on the meta device: shapes without memory (to count or plan with).
+    Networks that compute values while built (SwinUNETR) are built on the CPU and moved there."""
+    import torch
+
     try:
         with torch.device("meta"):
-            model = create_model(name, **channels)
-    except RuntimeError:  # networks that compute values while built (SwinUNETR) cannot be built on meta
-        model = create_model(name, **channels)
-    return sum(p.numel() for p in model.parameters())
+            return create_model(name, **options)
+    except RuntimeError:
+        return create_model(name, **options).to("meta")
 
 
 def _signature(builder: Any) -> inspect.Signature:

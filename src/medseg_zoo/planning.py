@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,11 +89,7 @@ class Plan:
 
     def contract(self, contract: TaskContract) -> TaskContract:
         """``contract`` with the plan's spacing, roi and normalisation."""
-        import dataclasses
-
-        return dataclasses.replace(
-            contract, spacing=self.spacing, roi_size=self.roi_size, normalization=self.normalization
-        )
+        return replace(contract, spacing=self.spacing, roi_size=self.roi_size, normalization=self.normalization)
 
     def apply(self, model: nn.Module) -> nn.Module:
         """``model`` with the plan in its contract (saved with it, so `medseg_zoo.predict` prepares inputs as
@@ -177,15 +173,9 @@ def normalization(found: Fingerprint) -> tuple[str, bool, str]:
 
 
 def _build(name: str, channels: int, outputs: int, roi: tuple[int, int, int], args: dict) -> nn.Module:
-    """The network on the meta device (built on the CPU first where building computes values: SwinUNETR)."""
-    from medseg_zoo._factory import create_model
+    from medseg_zoo._factory import meta_model
 
-    kwargs = {"in_channels": channels, "out_channels": outputs, "roi_size": roi, **args}
-    try:
-        with torch.device("meta"):
-            return create_model(name, **kwargs)
-    except RuntimeError:
-        return create_model(name, **kwargs).to("meta")
+    return meta_model(name, in_channels=channels, out_channels=outputs, roi_size=roi, **args)
 
 
 def step_memory(model: nn.Module, roi: tuple[int, int, int]) -> tuple[int, int]:
@@ -249,7 +239,7 @@ def plan(
     dataset = data if isinstance(data, DataSet) else discover(data)
     check_dataset(dataset).raise_for_errors()  # every file readable, labels valid: the fingerprint reads them all
     cfg = get_config(model)
-    args = {**(model_args or {})}
+    args = dict(model_args or {})
     orientation = cfg.contract.orientation if cfg.contract is not None else "RAS"
     found = fingerprint(dataset, orientation=orientation, cache_dir=cache_dir, progress=progress)
     spacing, spacing_why = target_spacing(found.spacings, found.shapes_after_crop)

@@ -121,17 +121,18 @@ def _planned(args: argparse.Namespace, dataset: Any, kwargs: dict[str, Any]) -> 
     """A generic architecture planned from the data (nnU-Net's rules); an explicit option overrides its rule."""
     from medseg_zoo.planning import plan
 
+    def three(values: Any) -> tuple | None:  # one number for a cube, or three
+        return None if not values else tuple(values) * 3 if len(values) == 1 else tuple(values)
+
     result = plan(dataset, args.model, memory_gib=args.memory)
-    changes = {}
-    for option, field, value in (
-        ("--roi-size", "roi_size", tuple(kwargs.pop("roi_size", None) or ()) or None),
-        ("--spacing", "spacing", tuple(args.spacing) if args.spacing else None),
-        ("--normalization", "normalization", args.normalization),
-    ):
-        if value is not None:
-            value = (value * 3 if len(value) == 1 else value) if isinstance(value, tuple) else value
-            changes[field] = value
-            print(f"medseg-zoo: {option} {value} overrides the plan's {getattr(result, field)}", file=sys.stderr)
+    given = {
+        "roi_size": ("--roi-size", three(kwargs.pop("roi_size", None))),
+        "spacing": ("--spacing", three(args.spacing)),
+        "normalization": ("--normalization", args.normalization),
+    }
+    changes = {field: value for field, (_, value) in given.items() if value is not None}
+    for field, value in changes.items():
+        print(f"medseg-zoo: {given[field][0]} {value} overrides the plan's {getattr(result, field)}", file=sys.stderr)
     result = dataclasses.replace(result, **changes)
     print("\n".join(f"medseg-zoo: {line}" for line in result.summary()), file=sys.stderr)
     model = create_model(args.model, roi_size=result.roi_size, **kwargs)
